@@ -205,7 +205,7 @@ def nll_bpd(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
     if n_t is None: return VLB(prior + terms.sum(0), prior, terms.T)
     return VLB(prior + n_steps * terms.mean(0), prior, None)
 
-# %% ../nbs/20_elbo.ipynb #5b5b90df
+# %% ../nbs/20_elbo.ipynb #bd3df60f
 def vlb_weight(schedule: NoiseSchedule, # the noise schedule
                t: int | Tensor, # timesteps, 0-indexed
                variance: str = 'beta_tilde', # the fixed reverse variance, one of `VARIANCES`
@@ -213,4 +213,4 @@ def vlb_weight(schedule: NoiseSchedule, # the noise schedule
     "lambda_t = beta^2 / (2 sigma^2 alpha (1 - alpha_bar)), the weight that turns ||eps - eps_theta||^2 into L_t (DDPM eq. 12)."
     t = schedule.check_t(t)
     sigma2 = model_variance(schedule, variance)
-    return (schedule.beta ** 2 / (2 * sigma2 * schedule.alpha * (1 - schedule.alpha_bar)))[t]
+    return (schedule.beta ** 2 / (2 * sigma2 * schedule.alpha * schedule.sqrt_one_minus_alpha_bar ** 2))[t]

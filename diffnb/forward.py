@@ -90,7 +90,7 @@ def make_betas(name: str, # one of `BETA_SCHEDULES`
     betas = BETA_SCHEDULES[name](int(n_steps), **kwargs)
     return rescale_zero_terminal_snr(betas) if zero_snr else betas
 
-# %% ../nbs/10_forward.ipynb #b347c28a
+# %% ../nbs/10_forward.ipynb #7b909952
 class NoiseSchedule:
     "All quantities of a discrete diffusion schedule, built in float64 and stored in `dtype`. Timesteps are 0-indexed."
     def __init__(self, betas: Tensor, # (T,) betas in (0, 1); the last may be 1
@@ -102,14 +102,16 @@ class NoiseSchedule:
         b = check_betas(betas)
         self._beta64, self.n_steps, self.dtype, self.device = b, len(b), dtype, torch.device(device)
         alpha = 1 - b
-        ab = torch.cumprod(alpha, 0)
+        log_ab = torch.cumsum(torch.log1p(-b), 0)  # log alpha_bar; -inf where beta = 1
+        ab, one_minus_ab = log_ab.exp(), -torch.expm1(log_ab)  # 1 - alpha_bar without cancellation at small t
         ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])  # alpha_bar_0 = 1
+        one_minus_ab_prev = torch.cat([ab.new_zeros(1), one_minus_ab[:-1]])
         q = dict(beta=b, alpha=alpha, alpha_bar=ab, alpha_bar_prev=ab_prev,
-                 sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=(1 - ab).sqrt(),
-                 beta_tilde=b * (1 - ab_prev) / (1 - ab),
-                 posterior_coef_x0=b * ab_prev.sqrt() / (1 - ab),
-                 posterior_coef_xt=(1 - ab_prev) * alpha.sqrt() / (1 - ab),
-                 snr=ab / (1 - ab))
+                 sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=one_minus_ab.sqrt(),
+                 beta_tilde=b * one_minus_ab_prev / one_minus_ab,
+                 posterior_coef_x0=b * ab_prev.sqrt() / one_minus_ab,
+                 posterior_coef_xt=one_minus_ab_prev * alpha.sqrt() / one_minus_ab,
+                 snr=ab / one_minus_ab)
         q['log_snr'] = q['snr'].log()
         for k, v in q.items(): setattr(self, k, v.to(device=self.device, dtype=dtype))
 

@@ -58,7 +58,7 @@ def dynamic_threshold(x0: Tensor, # x0_hat, (B, ...)
     s = torch.quantile(a, p, dim=1).clamp(1, max_value).to(x0.dtype)[:, None]  # s >= 1: inside [-1, 1] nothing changes
     return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
 
-# %% ../nbs/55_sampling.ipynb #3f04cf6b
+# %% ../nbs/55_sampling.ipynb #3ccb3781
 DDPM_VARIANCES = {'beta_tilde': 'beta_tilde', 'fixed_small': 'beta_tilde', 'beta': 'beta', 'fixed_large': 'beta'}
 
 class DDPMSampler:
@@ -78,7 +78,7 @@ class DDPMSampler:
         if threshold is not None and not 0 < threshold <= 1: raise ValueError(f"threshold: expected a percentile in (0, 1], got {threshold}")
         self.schedule, self.variance, self.clip_x0, self.clip_range = schedule, DDPM_VARIANCES[variance], clip_x0, clip_range
         self.threshold, self.threshold_max, self.spacing, self.steps_offset = threshold, threshold_max, spacing, steps_offset
-        self._alpha_bar = schedule.to(dtype=torch.float64).alpha_bar.tolist()  # Python floats for the coefficient cache
+        self._alpha_bar = schedule.to(device='cpu', dtype=torch.float64).alpha_bar.tolist()  # Python floats for the coefficient cache
         self._coefs = {}
 
     def __repr__(self): return (f"DDPMSampler(variance={self.variance!r}, clip_x0={self.clip_x0}, threshold={self.threshold}, "
@@ -125,14 +125,14 @@ def step(self: DDPMSampler, xt: Tensor, # x_t, (B, ...)
     out = torch.empty_like(xt).normal_(0.0, sigma, generator=generator) if noise is None else noise.mul(sigma)
     return out.add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
 
-# %% ../nbs/55_sampling.ipynb #804859e2
+# %% ../nbs/55_sampling.ipynb #d087352d
 def pred_coefs(schedule: NoiseSchedule, # the schedule the model was trained with
                t: Tensor, # (n,) timesteps
                pred_type: str, # 'eps', 'x0' or 'v'
               ) -> list[tuple[float, float, float, float]]:
     "Per t, `(a, b, c, d)` with eps = a x_t + b pred and x0 = c x_t + d pred, read off `eps_x0_from_pred` in float64."
     basis = torch.tensor([[1.0, 0.0]], dtype=torch.float64).expand(len(t), 2)  # column 0: x_t = 1; column 1: pred = 1
-    eps, x0 = eps_x0_from_pred(schedule.to(dtype=torch.float64), basis.flip(1), basis, t, pred_type)
+    eps, x0 = eps_x0_from_pred(schedule.to(device='cpu', dtype=torch.float64), basis.flip(1), basis, t, pred_type)
     return [tuple(r) for r in torch.cat([eps, x0], 1).tolist()]
 
 @functools.lru_cache(maxsize=32)
