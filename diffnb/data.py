@@ -366,12 +366,12 @@ def make_loader(data: Dataset | Tensor | tuple, # a dataset, a tensor, or a tupl
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=make_generator(seed) if shuffle else None, **kwargs)
 
-# %% ../nbs/01_data.ipynb #ce6bb816
+# %% ../nbs/01_data.ipynb #943a68d5
 DATASETS = ('digits', 'shapes', *TOY2D, *TORCHVISION_SETS)
 
 def load_dataset(name: str, # one of `DATASETS`
                  **kwargs, # passed on to the loader of that dataset
-                ):
+                ) -> Tensor | tuple | Dataset:
     "Load any diffnb dataset by name; every image or point is scaled to [-1, 1]."
     if name == 'digits': return load_digits_data(**kwargs)
     if name == 'shapes': return make_shapes(**kwargs)
