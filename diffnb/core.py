@@ -4,18 +4,41 @@
 
 # %% ../nbs/00_core.ipynb #d983f4a2
 from __future__ import annotations
-import os, random
-from collections.abc import Sequence
+import inspect, numbers, os, random
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image
+from fastcore.docments import docments
 import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['SIZE_MODES', 'def_device', 'make_generator', 'seed_everything', 'expand_to', 'check_images', 'to_pil', 'from_pil',
-           'show_images', 'in_test', 'size_mode', 'pick']
+__all__ = ['SIZE_MODES', 'document_params', 'def_device', 'make_generator', 'seed_everything', 'expand_to', 'check_images',
+           'to_pil', 'from_pil', 'show_images', 'in_test', 'size_mode', 'pick']
+
+# %% ../nbs/00_core.ipynb #856696f4
+def _param_entry(name: str, d: dict) -> list[str]:
+    "One numpydoc entry, 'name : type, default value', and its description indented below."
+    stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}.get(d.get('kind'), '')
+    head, anno = stars + name, d['anno']
+    if anno is not inspect.Parameter.empty:
+        head += f" : {anno if isinstance(anno, str) else inspect.formatannotation(anno)}"
+    if d['default'] is not inspect.Parameter.empty: head += f", default {d['default']!r}"
+    return [head] + ([f"    {d['docment']}"] if d['docment'] else [])
+
+def document_params(obj: Callable, # a function, method or class whose parameters carry docments
+                   ) -> Callable:
+    "Append a numpydoc 'Parameters' section, built from `obj`'s docments, to its docstring; return `obj`."
+    target = getattr(obj, '__func__', obj)  # the function inside a classmethod or bound method
+    doc = target.__doc__ or ''
+    if '\nParameters\n----------\n' in doc: return obj  # already documented
+    dms = docments(target, full=True, args_kwargs=True)
+    entries = [line for name, d in dms.items() if name not in ('self', 'cls', 'return') for line in _param_entry(name, d)]
+    if entries: target.__doc__ = f"{doc}\n\nParameters\n----------\n" + '\n'.join(entries)
+    return obj
 
 # %% ../nbs/00_core.ipynb #d23ae63f
 def def_device(override: str | torch.device | None = None, # a device to use instead of the automatic choice
