@@ -4,6 +4,7 @@
 
 # %% ../nbs/21_losses.ipynb #06797818
 from __future__ import annotations
+import math
 from collections.abc import Callable
 from typing import Any
 import torch
@@ -11,12 +12,13 @@ from torch import Tensor
 from fastcore.basics import patch
 from .core import expand_to
 from .forward import NoiseSchedule
-from .elbo import model_variance
+from .elbo import model_variance, q_posterior, normal_kl, discretized_gaussian_log_likelihood
 
 # %% auto #0
-__all__ = ['PRED_TYPES', 'WEIGHTINGS', 'check_pred_type', 'x0_from_eps', 'eps_from_x0', 'schedule_angle', 'v_from_x0_eps',
-           'x0_from_v', 'eps_from_v', 'eps_x0_from_pred', 'target_from', 'convert_pred', 'vlb_weight_x0', 'loss_weight',
-           'drop_cond', 'LossAwareSampler', 'diffusion_loss']
+__all__ = ['PRED_TYPES', 'WEIGHTINGS', 'LOSS_WEIGHTINGS', 'check_pred_type', 'x0_from_eps', 'eps_from_x0', 'schedule_angle',
+           'v_from_x0_eps', 'x0_from_v', 'eps_from_v', 'eps_x0_from_pred', 'target_from', 'convert_pred',
+           'vlb_weight_x0', 'loss_weight', 'drop_cond', 'LossAwareSampler', 'learned_log_variance', 'learned_vlb_term',
+           'diffusion_loss']
 
 # %% ../nbs/21_losses.ipynb #975c6098
 PRED_TYPES = ('eps', 'x0', 'v')
@@ -115,22 +117,42 @@ def loss_weight(schedule: NoiseSchedule, # the schedule the loss is trained on
     return w if t is None else w[schedule.check_t(t)]
 
 # %% ../nbs/21_losses.ipynb #2c09fedf
-def drop_cond(cond: Tensor | list | None, # conditioning for a batch: tensor (B, ...) or list of B items
+def drop_cond(cond: Tensor | list | tuple | None, # a batch's conditioning: tensor (B, ...), list of B items, or a tuple
               p_uncond: float = 0.0, # probability that a row gets `null_cond`
-              null_cond: Any = None, # replacement: scalar, tensor of shape cond.shape[1:], or list item; None zeroes float rows
+              null_cond: Any = None, # a scalar, a row of cond, or a list item; for a tuple, a tuple of rows. None: zeros
               generator: torch.Generator | None = None, # draws the dropout mask
-             ) -> tuple[Tensor | list | None, Tensor | None]:
-    "Replace a random fraction `p_uncond` of the rows of `cond` by `null_cond`; return the new cond and the (B,) drop mask."
-    if not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
+             ) -> tuple[Tensor | list | tuple | None, Tensor | None]:
+    "Replace a random fraction `p_uncond` of the rows of `cond` by `null_cond`; return the new cond and the (B,) mask."
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
         raise ValueError(f"p_uncond: expected a probability in [0, 1], got {p_uncond!r}")
     if cond is None:
         if p_uncond > 0: raise ValueError(f"p_uncond={p_uncond} needs a cond to drop, got cond=None")
         return None, None
     if not isinstance(cond, (Tensor, list, tuple)): raise TypeError(f"cond: expected a Tensor or a list, got {type(cond).__name__}")
     if isinstance(cond, Tensor) and cond.ndim == 0: raise ValueError("cond: expected a batch dimension, got a 0-d tensor")
+    if _is_structured(cond): return _drop_structured(cond, p_uncond, null_cond, generator)
     drop = torch.rand(len(cond), generator=generator, device=generator.device if generator is not None else 'cpu') < p_uncond
     if not isinstance(cond, Tensor): return [null_cond if d else c for c, d in zip(cond, drop.tolist())], drop
     return torch.where(expand_to(drop.to(cond.device), cond), _null_like(cond, null_cond), cond), drop.to(cond.device)
+
+# %% ../nbs/21_losses.ipynb #9a0026ae
+def _is_structured(cond) -> bool:
+    "A tuple of tensors with one row per sample each, such as a text encoder's (context, mask)."
+    return isinstance(cond, tuple) and len(cond) > 0 and all(isinstance(c, Tensor) and c.ndim >= 1 for c in cond)
+
+def _drop_structured(cond: tuple, p_uncond: float, null_cond, generator) -> tuple[tuple, Tensor]:
+    "`drop_cond` on each element of a tuple with one shared mask; `null_cond` is a tuple of rows (or None)."
+    if null_cond is not None and (not isinstance(null_cond, tuple) or len(null_cond) != len(cond)):
+        raise ValueError(f"null_cond: expected a tuple of {len(cond)} rows to match cond (e.g. the empty prompt's "
+                         f"(context, mask)), got {type(null_cond).__name__}")
+    if len({len(c) for c in cond}) != 1:
+        raise ValueError(f"cond: expected the same batch in every element, got {[len(c) for c in cond]}")
+    out, drop = [], None
+    for k, c in enumerate(cond):
+        g = None if generator is None else torch.Generator(generator.device).set_state(generator.get_state())
+        dropped, drop = drop_cond(c, p_uncond, None if null_cond is None else null_cond[k], g if k < len(cond) - 1 else generator)
+        out.append(dropped)
+    return tuple(out), drop
 
 # %% ../nbs/21_losses.ipynb #03153e36
 def _null_like(cond: Tensor, null_cond) -> Tensor:
@@ -201,6 +223,31 @@ def update(self: LossAwareSampler, t: Tensor, # (B,) timesteps the losses were m
         else: self.losses[ti] = torch.cat([self.losses[ti, 1:], self.losses.new_tensor([li])])
         self.counts[ti] += 1
 
+# %% ../nbs/21_losses.ipynb #4149f6fc
+def learned_log_variance(v: Tensor, # the model's variance output, roughly in [-1, 1]
+                         log_beta_tilde: Tensor | float, # log of the smaller bound, broadcastable to `v`
+                         log_beta: Tensor | float, # log of the larger bound, broadcastable to `v`
+                        ) -> Tensor:
+    "log Sigma = f log beta + (1 - f) log beta_tilde with f = (v + 1) / 2 (Improved DDPM eq. 15)."
+    frac = (v + 1) / 2
+    return frac * log_beta + (1 - frac) * log_beta_tilde
+
+# %% ../nbs/21_losses.ipynb #b4185ef6
+def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
+                     x0: Tensor, # clean data in [-1, 1], (B, ...)
+                     xt: Tensor, # the noisy data the model saw
+                     t: Tensor, # (B,) timesteps
+                     x0_hat: Tensor, # the model's x0 estimate; its gradient is stopped here
+                     v: Tensor, # the model's variance output, shaped like `x0`
+                    ) -> Tensor:
+    "L_t in bits/dim, (B,), with the learned variance and the mean's gradient stopped: KL for t > 0, decoder NLL at t = 0."
+    log_beta_tilde = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)
+    log_var = learned_log_variance(v, log_beta_tilde, schedule.gather(schedule.beta.log(), t, x0))
+    mean_q, mean_p = q_posterior(schedule, x0, xt, t)[0], q_posterior(schedule, x0_hat.detach(), xt, t)[0]
+    kl = normal_kl(mean_q, log_beta_tilde, mean_p, log_var)
+    nll = -discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * log_var)
+    return torch.where(expand_to(t == 0, x0), nll, kl).flatten(1).mean(1) / math.log(2)
+
 # %% ../nbs/21_losses.ipynb #3c97692e
 def _objective(model: Callable, objective: str | None) -> tuple[str, str]:
     "Resolve the loss objective and the model's own prediction type."
@@ -210,18 +257,26 @@ def _objective(model: Callable, objective: str | None) -> tuple[str, str]:
     if declared is not None: check_pred_type(declared)
     return objective, declared or objective
 
-def _model_pred(model: Callable, schedule: NoiseSchedule, xt: Tensor, t: Tensor, cond, pred_type: str, objective: str) -> Tensor:
-    "Call the model, check its output (a finite tensor shaped like x_t) and convert it to `objective`."
-    pred = model(xt, t, cond)
-    if not isinstance(pred, Tensor): raise TypeError(f"model output: expected a Tensor, got {type(pred).__name__}")
-    if pred.shape != xt.shape: raise ValueError(f"model output: expected shape {tuple(xt.shape)} (the shape of xt), got {tuple(pred.shape)}")
-    bad = lambda p: ~torch.isfinite(p.detach()).flatten(1).all(1)
-    if bad(pred).any(): raise FloatingPointError(f"non-finite model output at timesteps {sorted(set(t[bad(pred)].tolist()))}")
+def _call_model(model: Callable, xt: Tensor, t: Tensor, cond, learn_sigma: bool) -> tuple[Tensor, Tensor | None]:
+    "Call the model; check its output is a finite tensor shaped like x_t (2C channels if `learn_sigma`); split it."
+    out = model(xt, t, cond)
+    if not isinstance(out, Tensor): raise TypeError(f"model output: expected a Tensor, got {type(out).__name__}")
+    want = (xt.shape[0], xt.shape[1] * (2 if learn_sigma else 1), *xt.shape[2:])
+    if out.shape != want:
+        what = 'twice the channels of xt: learn_sigma=True' if learn_sigma else 'the shape of xt'
+        raise ValueError(f"model output: expected shape {want} ({what}), got {tuple(out.shape)}")
+    bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
+    if bad.any(): raise FloatingPointError(f"non-finite model output at timesteps {sorted(set(t[bad].tolist()))}")
+    return tuple(out.chunk(2, dim=1)) if learn_sigma else (out, None)
+
+def _as_objective(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pred_type: str, objective: str) -> Tensor:
+    "The model's prediction converted to `objective`, refusing a conversion that is singular at some t."
     if pred_type == objective: return pred
-    pred = convert_pred(schedule, pred, xt, t, pred_type, objective)
-    if bad(pred).any():
-        raise ValueError(f"converting the model's {pred_type!r} output to {objective!r} is singular at timesteps {sorted(set(t[bad(pred)].tolist()))}")
-    return pred
+    out = convert_pred(schedule, pred, xt, t, pred_type, objective)
+    bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
+    if bad.any(): raise ValueError(f"converting the model's {pred_type!r} output to {objective!r} is singular at "
+                                   f"timesteps {sorted(set(t[bad].tolist()))}")
+    return out
 
 # %% ../nbs/21_losses.ipynb #7c6d972e
 def _draw_t_eps(x0: Tensor, schedule: NoiseSchedule, t_sampler, generator, t, eps) -> tuple[Tensor, Tensor | None, Tensor]:
@@ -231,18 +286,60 @@ def _draw_t_eps(x0: Tensor, schedule: NoiseSchedule, t_sampler, generator, t, ep
     elif t is None: t, iw = t_sampler.sample(B, generator)
     t = schedule.check_t(t, batch=B).to(x0.device)
     if eps is None: eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+    if not isinstance(eps, Tensor) or not eps.is_floating_point():
+        raise TypeError(f"eps: expected a floating-point tensor, got {getattr(eps, 'dtype', type(eps).__name__)}")
     if eps.shape != x0.shape: raise ValueError(f"eps: expected shape {tuple(x0.shape)} to match x0, got {tuple(eps.shape)}")
+    if not torch.isfinite(eps).all(): raise ValueError("eps: expected finite noise, got NaN or inf")
     return t, iw, eps
 
+def _check_x0(x0: Tensor) -> Tensor:
+    "`x0` if it is a finite floating-point batch (B, ...) with B >= 1, else a clear error."
+    if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
+        got = f"{tuple(x0.shape)} {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
+        raise ValueError(f"x0: expected a floating-point batch of shape (B, ...) with at least 2 dims, got {got}")
+    if x0.shape[0] == 0: raise ValueError("x0: expected a batch of at least one sample, got 0")
+    if not torch.isfinite(x0).all(): raise ValueError("x0: expected finite data, got NaN or inf (the data, not the model)")
+    return x0
+
+# %% ../nbs/21_losses.ipynb #18fb0cc9
+def _check_loss_args(model: Callable, weighting: str, reduction: str, generator) -> bool:
+    "Check the loss's options; return whether the model has a learned variance output."
+    if not callable(model): raise TypeError(f"model: expected a denoiser model(xt, t, cond), got {type(model).__name__}")
+    if weighting not in LOSS_WEIGHTINGS: raise ValueError(f"weighting: expected one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+    if reduction not in ('mean', 'none'): raise ValueError(f"reduction: expected 'mean' or 'none', got {reduction!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator (e.g. make_generator(seed)), got {generator!r}")
+    learn_sigma = bool(getattr(model, 'learn_sigma', False))
+    if weighting == 'hybrid' and not learn_sigma:
+        raise ValueError("weighting='hybrid' trains a learned variance: the model needs learn_sigma=True")
+    return learn_sigma
+
+def _check_cond(cond, x0: Tensor):
+    "`cond` if it has one row per sample of `x0` (a (context, mask) tuple: per element)."
+    rows = [len(c) for c in cond] if isinstance(cond, tuple) else [] if cond is None else [len(cond)]
+    if any(r != x0.shape[0] for r in rows): raise ValueError(f"cond: expected {x0.shape[0]} rows to match x0, got {rows}")
+    return cond
+
+def _weights(schedule: NoiseSchedule, objective: str, weighting: str, t: Tensor, min_snr_gamma: float) -> Tensor:
+    "`loss_weight` at `t`, refusing an infinite weight."
+    w = loss_weight(schedule, objective, weighting, t, min_snr_gamma)
+    if not torch.isfinite(w).all(): raise ValueError(f"weighting={weighting!r} is infinite for objective={objective!r} at "
+                                                     f"timesteps {sorted(set(t[~torch.isfinite(w)].tolist()))} (snr = 0); "
+                                                     "use objective 'x0' or 'v'")
+    return w
+
 # %% ../nbs/21_losses.ipynb #60ea49a3
-def diffusion_loss(model: Callable, # denoiser `model(xt, t, cond) -> pred`, optional attribute `pred_type`
+LOSS_WEIGHTINGS = WEIGHTINGS + ('hybrid',)
+
+def diffusion_loss(model: Callable, # denoiser `model(xt, t, cond) -> pred`; attributes `pred_type`, `learn_sigma`
                    x0: Tensor, # clean data, (B, ...)
                    schedule: NoiseSchedule, # the forward process
                    objective: str | None = None, # 'eps', 'x0' or 'v'; default: the model's `pred_type`, else 'eps'
-                   weighting: str = 'simple', # one of `WEIGHTINGS`
+                   weighting: str = 'simple', # one of `LOSS_WEIGHTINGS`; 'hybrid' adds the learned variance's L_vlb
                    *,
                    min_snr_gamma: float = 5.0, # gamma of Min-SNR weighting (Hang et al. 2023)
-                   cond: Tensor | list | None = None, # conditioning, (B, ...) tensor or list of B items
+                   vlb_lambda: float = 0.001, # lambda of the hybrid loss (Nichol & Dhariwal 2021, sec. 3.1)
+                   cond: Tensor | list | tuple | None = None, # conditioning: (B, ...) tensor, list of B items, or tuple
                    p_uncond: float = 0.0, # probability of replacing a row's cond by `null_cond` (see `drop_cond`)
                    null_cond: Any = None, # the null conditioning (see `drop_cond`)
                    t_sampler: Any = None, # has `.sample(batch, generator) -> (t, weights)`; e.g. `LossAwareSampler`
@@ -251,23 +348,20 @@ def diffusion_loss(model: Callable, # denoiser `model(xt, t, cond) -> pred`, opt
                    eps: Tensor | None = None, # fixed noise instead of drawn noise
                    reduction: str = 'mean', # 'mean' for the scalar loss, 'none' for the (B,) per-sample terms
                   ) -> Tensor:
-    "The weighted denoising loss of one batch: mean over samples of w_t * mean((pred - target)^2) (DDPM eq. 14 and its weightings)."
+    "The weighted denoising loss of one batch: mean over samples of w_t * mean((pred - target)^2) (DDPM eq. 14)."
     objective, pred_type = _objective(model, objective)
-    if weighting not in WEIGHTINGS: raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
-    if reduction not in ('mean', 'none'): raise ValueError(f"reduction: expected 'mean' or 'none', got {reduction!r}")
-    if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
-        raise ValueError(f"x0: expected a floating-point batch of shape (B, ...) with at least 2 dims, got {getattr(x0, 'shape', type(x0).__name__)}")
+    learn_sigma = _check_loss_args(model, weighting, reduction, generator)
     drawn = t is None and t_sampler is not None
-    t, iw, eps = _draw_t_eps(x0, schedule, t_sampler, generator, t, eps)
-    if cond is not None and len(cond) != x0.shape[0]: raise ValueError(f"cond: expected {x0.shape[0]} rows to match x0, got {len(cond)}")
-    cond, _ = drop_cond(cond, p_uncond, null_cond, generator)
-    w = loss_weight(schedule, objective, weighting, t, min_snr_gamma).to(x0.device)
-    if not torch.isfinite(w).all(): raise ValueError(f"weighting={weighting!r} is infinite for objective={objective!r} at "
-                                                     f"timesteps {sorted(set(t[~torch.isfinite(w)].tolist()))} (snr = 0); use objective 'x0' or 'v'")
+    t, iw, eps = _draw_t_eps(_check_x0(x0), schedule, t_sampler, generator, t, eps)
+    cond, _ = drop_cond(_check_cond(cond, x0), p_uncond, null_cond, generator)
+    w = _weights(schedule, objective, 'simple' if weighting == 'hybrid' else weighting, t, min_snr_gamma).to(x0.device)
     xt = schedule.q_sample(x0, t, eps)
-    pred = _model_pred(model, schedule, xt, t, cond, pred_type, objective)
-    sq = (pred - target_from(schedule, x0, t, eps, objective)).pow(2).flatten(1).mean(1)
-    losses = w.to(torch.promote_types(sq.dtype, torch.float32)) * sq  # at least float32, also under mixed precision
+    pred, model_var = _call_model(model, xt, t, cond, learn_sigma)
+    sq = (_as_objective(schedule, pred, xt, t, pred_type, objective) - target_from(schedule, x0, t, eps, objective))
+    losses = w.to(torch.promote_types(sq.dtype, torch.float32)) * sq.pow(2).flatten(1).mean(1)  # at least float32
+    if weighting == 'hybrid':
+        x0_hat = eps_x0_from_pred(schedule, pred, xt, t, pred_type)[1]
+        losses = losses + vlb_lambda * schedule.n_steps * learned_vlb_term(schedule, x0, xt, t, x0_hat, model_var)
     if drawn and hasattr(t_sampler, 'update'): t_sampler.update(t, losses.detach())
     if iw is not None: losses = losses * iw.to(losses)
     return losses.mean() if reduction == 'mean' else losses

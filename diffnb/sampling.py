@@ -4,7 +4,7 @@
 
 # %% ../nbs/55_sampling.ipynb #bcb9e687
 from __future__ import annotations
-import functools
+import copy, functools, math
 from typing import Any, Protocol, runtime_checkable
 from collections.abc import Callable, Sequence
 import numpy as np
@@ -12,9 +12,10 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
+from tqdm.auto import tqdm
 from .core import def_device
 from .forward import NoiseSchedule
-from .losses import check_pred_type, eps_x0_from_pred
+from .losses import check_pred_type, eps_x0_from_pred, learned_log_variance
 
 # %% auto #0
 __all__ = ['SPACINGS', 'DDPM_VARIANCES', 'spaced_timesteps', 'Sampler', 'dynamic_threshold', 'SamplerBase', 'DDPMSampler',
@@ -60,48 +61,79 @@ def dynamic_threshold(x0: Tensor, # x0_hat, (B, ...)
     return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
 
 # %% ../nbs/55_sampling.ipynb #9168c8bd
+def _check_number(v, name: str, lo: float, closed: bool = False) -> float:
+    "`v` as a float if it is a real number above `lo` (at least `lo` if `closed`), else a clear error."
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+    if not (v >= lo if closed else v > lo): raise ValueError(f"{name}: expected a number {'>=' if closed else '>'} {lo}, got {v!r}")
+    return float(v)
+
 class SamplerBase:
     "What samplers share: the schedule (with alpha_bar as Python floats), timestep spacing, and bounding x0_hat."
+    needs_model_var = False  # True for samplers whose step reads the model's learned variance
     def __init__(self, schedule: NoiseSchedule, # the training schedule
-                 clip_x0: bool = False, # clamp x0_hat to [-clip_range, clip_range] before the step (diffusers: True)
-                 clip_range: float = 1.0, # the clamp's bound
+                 clip_x0: bool | None = None, # clamp x0_hat to [-clip_range, clip_range]; None: to the model's `x0_range`
+                 clip_range: float = 1.0, # the clamp's bound when `clip_x0=True`
                  threshold: float | None = None, # dynamic thresholding percentile p (e.g. 0.995); replaces clipping
-                 threshold_max: float = 1.0, # the largest dynamic threshold s
+                 threshold_max: float = 1.0, # the largest dynamic threshold s, at least 1
                  spacing: str = 'leading', # how `timesteps(n)` spaces n < T steps, one of `SPACINGS`
                  steps_offset: int = 0, # added to each t by 'leading' spacing
                 ):
-        if not isinstance(schedule, NoiseSchedule): raise TypeError(f"schedule: expected a NoiseSchedule, got {type(schedule).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule: expected a NoiseSchedule, got {type(schedule).__name__}")
+        if clip_x0 is not None and not isinstance(clip_x0, bool):
+            raise TypeError(f"clip_x0: expected True, False or None (automatic), got {clip_x0!r}")
         if spacing not in SPACINGS: raise ValueError(f"spacing: expected one of {SPACINGS}, got {spacing!r}")
-        if threshold is not None and not 0 < threshold <= 1: raise ValueError(f"threshold: expected a percentile in (0, 1], got {threshold}")
-        self.schedule, self.clip_x0, self.clip_range, self.threshold, self.threshold_max = schedule, clip_x0, clip_range, threshold, threshold_max
-        self.spacing, self.steps_offset = spacing, steps_offset
-        self._alpha_bar = schedule.to(device='cpu', dtype=torch.float64).alpha_bar.tolist()  # Python floats for the coefficient cache
+        if threshold is not None and _check_number(threshold, 'threshold', 0) > 1:
+            raise ValueError(f"threshold: expected a percentile in (0, 1], got {threshold}")
+        if isinstance(steps_offset, bool) or not isinstance(steps_offset, (int, np.integer)):
+            raise TypeError(f"steps_offset: expected an int, got {steps_offset!r}")
+        self.schedule, self.clip_x0, self.threshold, self.spacing = schedule, clip_x0, threshold, spacing
+        self.clip_range, self.steps_offset = _check_number(clip_range, 'clip_range', 0), int(steps_offset)
+        self.threshold_max = _check_number(threshold_max, 'threshold_max', 1, closed=True)
+        self._alpha_bar = schedule.to(device='cpu', dtype=torch.float64).alpha_bar.tolist()  # floats for the coefficient cache
         self._coefs = {}
 
-    def timesteps(self, n: int # how many steps to take
-                 ) -> Tensor:
-        "The descending timesteps to visit in `n` steps."
-        return spaced_timesteps(self.schedule.n_steps, n, self.spacing, self.steps_offset)
+# %% ../nbs/55_sampling.ipynb #8acb83ad
+@patch
+def timesteps(self: SamplerBase, n: int # how many steps to take
+             ) -> Tensor:
+    "The descending timesteps to visit in `n` steps."
+    return spaced_timesteps(self.schedule.n_steps, n, self.spacing, self.steps_offset)
 
-    def bound_x0(self, x0: Tensor # x0_hat
-                ) -> Tensor:
-        "x0_hat after dynamic thresholding or clipping, as configured (unchanged if neither)."
-        if self.threshold is not None: return dynamic_threshold(x0, self.threshold, self.threshold_max)
-        return x0.clamp(-self.clip_range, self.clip_range) if self.clip_x0 else x0
+@patch
+def bound_x0(self: SamplerBase, x0: Tensor # x0_hat
+            ) -> Tensor:
+    "x0_hat after dynamic thresholding or clipping, as configured (unchanged if neither)."
+    if self.threshold is not None: return dynamic_threshold(x0, self.threshold, self.threshold_max)
+    return x0.clamp(-self.clip_range, self.clip_range) if self.clip_x0 else x0
+
+@patch
+def check_step(self: SamplerBase, xt: Tensor, # x_t
+               eps: Tensor, # eps_hat
+               x0: Tensor, # x0_hat
+              ) -> None:
+    "Raise unless `eps` and `x0` have exactly the shape of `xt` (no silent broadcasting)."
+    for name, v in (('eps', eps), ('x0', x0)):
+        if v.shape != xt.shape: raise ValueError(f"{name}: expected shape {tuple(xt.shape)} to match xt, got {tuple(v.shape)}")
 
 # %% ../nbs/55_sampling.ipynb #719b17cd
-DDPM_VARIANCES = {'beta_tilde': 'beta_tilde', 'fixed_small': 'beta_tilde', 'beta': 'beta', 'fixed_large': 'beta'}
+DDPM_VARIANCES = {'beta_tilde': 'beta_tilde', 'fixed_small': 'beta_tilde', 'beta': 'beta', 'fixed_large': 'beta',
+                  'learned_range': 'learned_range'}
 
 @delegates()
 class DDPMSampler(SamplerBase):
     "DDPM's ancestral sampler (Ho et al. 2020, Algorithm 2) on the full grid of timesteps or any subset of it."
     def __init__(self, schedule: NoiseSchedule, # the training schedule
-                 variance: str = 'beta_tilde', # reverse variance: 'beta_tilde' (alias 'fixed_small') or 'beta' ('fixed_large')
+                 variance: str = 'beta_tilde', # 'beta_tilde' ('fixed_small'), 'beta' ('fixed_large') or 'learned_range'
                  **kwargs, # clipping, thresholding and spacing, as in `SamplerBase`
                 ):
-        if variance not in DDPM_VARIANCES: raise ValueError(f"variance: expected one of {sorted(DDPM_VARIANCES)}, got {variance!r}")
+        if variance not in DDPM_VARIANCES:
+            raise ValueError(f"variance: expected one of {sorted(DDPM_VARIANCES)}, got {variance!r}")
         super().__init__(schedule, **kwargs)
         self.variance = DDPM_VARIANCES[variance]
+        self.needs_model_var = self.variance == 'learned_range'  # `sample` then hands `step` the model's variance output
+        self._log_var = {}  # (t, t_prev) -> (log beta_tilde, log beta)
 
     def __repr__(self): return (f"DDPMSampler(variance={self.variance!r}, clip_x0={self.clip_x0}, threshold={self.threshold}, "
                                 f"spacing={self.spacing!r}, n_steps={self.schedule.n_steps})")
@@ -120,9 +152,24 @@ def coefs(self: DDPMSampler, t: int, # the current timestep
     beta = 1 - alpha_bar / alpha_bar_prev  # the effective beta of the jump; beta_t when t_prev = t - 1
     coef_x0 = alpha_bar_prev ** 0.5 * beta / (1 - alpha_bar)
     coef_xt = (1 - beta) ** 0.5 * (1 - alpha_bar_prev) / (1 - alpha_bar)
-    var = beta if self.variance == 'beta' else max(beta * (1 - alpha_bar_prev) / (1 - alpha_bar), 1e-20)
+    beta_tilde = max(beta * (1 - alpha_bar_prev) / (1 - alpha_bar), 1e-20)
+    self._log_var[(t, t_prev)] = (math.log(beta_tilde), math.log(beta))  # the learned variance's range
+    var = beta if self.variance == 'beta' else beta_tilde
     c = self._coefs[(t, t_prev)] = (coef_x0, coef_xt, var ** 0.5 if t_prev >= 0 else 0.0)
     return c
+
+# %% ../nbs/55_sampling.ipynb #7553c1cd
+@patch
+def learned_sigma(self: DDPMSampler, t: int, # the current timestep
+                  t_prev: int, # the timestep to step to
+                  model_var: Tensor | None, # the model's variance output v, shaped like x_t
+                 ) -> Tensor:
+    "sigma per element from log sigma^2 = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2 (eq. 15)."
+    if not isinstance(model_var, Tensor):
+        raise ValueError("model_var: variance='learned_range' needs the model's variance output (a learn_sigma model)")
+    if (t, t_prev) not in self._log_var: self.coefs(t, t_prev)
+    log_beta_tilde, log_beta = self._log_var[(t, t_prev)]
+    return learned_log_variance(model_var, log_beta_tilde, log_beta).mul_(0.5).exp_()
 
 @patch
 def step(self: DDPMSampler, xt: Tensor, # x_t, (B, ...)
@@ -132,13 +179,18 @@ def step(self: DDPMSampler, xt: Tensor, # x_t, (B, ...)
          x0: Tensor, # x0_hat
          generator: torch.Generator | None = None, # draws the noise
          noise: Tensor | None = None, # use this standard normal noise instead of drawing it
+         model_var: Tensor | None = None, # the model's variance output, for variance='learned_range'
         ) -> Tensor:
     "One ancestral step: draw x_{t_prev} ~ N(mu_tilde(x_t, x0_hat), sigma^2 I) (DDPM eqs. 6, 7); no noise at the last step."
+    self.check_step(xt, eps, x0)
     coef_x0, coef_xt, sigma = self._coefs.get((t, t_prev)) or self.coefs(t, t_prev)
     x0 = self.bound_x0(x0)
     if sigma == 0.0: return xt.mul(coef_xt).add_(x0, alpha=coef_x0)  # the posterior mean mu_tilde
-    # sigma z first (drawn like torch.randn, scaled in the same kernel), then mu_tilde added in place: three kernels
-    out = torch.empty_like(xt).normal_(0.0, sigma, generator=generator) if noise is None else noise.mul(sigma)
+    if self.needs_model_var: sigma = self.learned_sigma(t, t_prev, model_var)
+    if noise is not None: return (noise * sigma).add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
+    out = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)  # logical order, like torch.randn, for any memory layout
+    if isinstance(sigma, float): out.normal_(0.0, sigma, generator=generator)  # sigma z in one kernel
+    else: out.normal_(generator=generator).mul_(sigma)
     return out.add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
 
 # %% ../nbs/55_sampling.ipynb #d087352d
@@ -158,18 +210,30 @@ def _pred_table(schedule: NoiseSchedule, pred_type: str) -> tuple[list, frozense
 
 # %% ../nbs/55_sampling.ipynb #2a25318b
 def _initial_noise(shape, xT, generator, device) -> Tensor:
-    if isinstance(shape, int) or not all(isinstance(s, int) and s > 0 for s in shape):
+    if isinstance(shape, int) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
         raise ValueError(f"shape: expected a tuple of positive ints like (B, C, H, W), got {shape!r}")
-    shape = tuple(shape)
+    shape = tuple(int(s) for s in shape)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator (e.g. make_generator(seed)), got {generator!r}")
     if xT is not None:
-        if not isinstance(xT, Tensor) or not xT.is_floating_point(): raise TypeError(f"xT: expected a floating-point tensor, got {getattr(xT, 'dtype', type(xT))}")
-        if tuple(xT.shape) != shape: raise ValueError(f"xT: expected shape {shape} to match `shape`, got {tuple(xT.shape)}")
-        if device is not None and torch.device(device).type != xT.device.type: raise ValueError(f"xT is on {xT.device} but device={device}")
+        xT = _check_xT(xT, shape, device)
+        if generator is not None and generator.device.type != xT.device.type:
+            raise ValueError(f"generator is on {generator.device} but xT is on {xT.device}")
         return xT
     device = torch.device(device) if device is not None else generator.device if generator is not None else def_device()
     if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but samples are on {device}; use make_generator(seed, device={str(device)!r})")
+        raise ValueError(f"generator is on {generator.device} but samples are on {device}; "
+                         f"use make_generator(seed, device={str(device)!r})")
     return torch.randn(shape, generator=generator, device=device)
+
+def _check_xT(xT, shape: tuple, device) -> Tensor:
+    if not isinstance(xT, Tensor) or not xT.is_floating_point():
+        raise TypeError(f"xT: expected a floating-point tensor, got {getattr(xT, 'dtype', type(xT).__name__)}")
+    if tuple(xT.shape) != shape: raise ValueError(f"xT: expected shape {shape} to match `shape`, got {tuple(xT.shape)}")
+    if device is not None and torch.device(device).type != xT.device.type:
+        raise ValueError(f"xT is on {xT.device} but device={device}")
+    if not torch.isfinite(xT).all(): raise ValueError("xT: expected finite values, got NaN or inf")
+    return xT
 
 def _check_timesteps(ts: Tensor, n: int, n_train: int) -> Tensor:
     if not isinstance(ts, Tensor) or ts.ndim != 1 or ts.is_floating_point() or len(ts) != n:
@@ -177,6 +241,48 @@ def _check_timesteps(ts: Tensor, n: int, n_train: int) -> Tensor:
     if ts.min() < 0 or ts.max() >= n_train or (len(ts) > 1 and (ts[1:] >= ts[:-1]).any()):
         raise ValueError(f"sampler.timesteps({n}): expected strictly descending values in [0, {n_train - 1}], got {ts.tolist()}")
     return ts.long()
+
+# %% ../nbs/55_sampling.ipynb #e167647a
+def _bind(sampler: Sampler, denoiser: Callable) -> Sampler:
+    "`sampler`, or a copy that clips x0_hat to the denoiser's `x0_range` when its `clip_x0` is None (automatic)."
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler: expected a sampler such as DDPMSampler(schedule), got {type(sampler).__name__}")
+    x0_range = getattr(denoiser, 'x0_range', None)
+    if getattr(sampler, 'clip_x0', False) is not None or getattr(sampler, 'threshold', None) is not None or x0_range is None: return sampler
+    bound = copy.copy(sampler)  # shares the coefficient caches
+    bound.clip_x0, bound.clip_range = True, _check_number(x0_range, 'denoiser.x0_range', 0)
+    return bound
+
+def _split(pred, xt: Tensor, learn_sigma: bool, i: int, t: int) -> tuple[Tensor, Tensor | None]:
+    "The prediction and (for a `learn_sigma` model) its variance output, after checking the shape at every step."
+    c = xt.shape[1] * (2 if learn_sigma else 1)
+    if not isinstance(pred, Tensor) or pred.shape != (xt.shape[0], c, *xt.shape[2:]):
+        want = (xt.shape[0], c, *xt.shape[2:])
+        raise ValueError(f"denoiser: expected a prediction of shape {want} at step {i} (t={t}), got {getattr(pred, 'shape', pred)}")
+    return pred.chunk(2, dim=1) if learn_sigma else (pred, None)
+
+# %% ../nbs/55_sampling.ipynb #40ec1477
+def _learn_sigma(denoiser: Callable, sampler: Sampler) -> bool:
+    "Whether the denoiser's output carries a variance half, checked against what the sampler needs."
+    learn_sigma = bool(getattr(denoiser, 'learn_sigma', False))
+    if getattr(sampler, 'needs_model_var', False) and not learn_sigma:
+        raise ValueError("sampler: a learned variance needs a denoiser with learn_sigma=True (2C output channels)")
+    return learn_sigma
+
+def _plan(sampler: Sampler, n_steps: int, pred_type: str) -> tuple[list[int], list]:
+    "The timesteps to visit, and the eps/x0 conversion table, after checking that the conversion exists at each."
+    t_list = _check_timesteps(sampler.timesteps(n_steps), n_steps, sampler.schedule.n_steps).tolist()
+    table, singular = _pred_table(sampler.schedule, pred_type)
+    if singular and not singular.isdisjoint(t_list):
+        raise ValueError(f"pred_type={pred_type!r} cannot give x0 at t={max(singular & set(t_list))}, where alpha_bar = 0 "
+                         "(zero terminal SNR); use a 'v' or 'x0' model there, or timesteps that skip it")
+    return t_list, table
+
+def _check_finite(x: Tensor, finite: list[Tensor], t_list: list[int]) -> Tensor:
+    "`x`, unless a step's prediction was NaN or inf: then an error naming the first such step."
+    if torch.stack(finite).all(): return x
+    i = int((~torch.stack(finite)).nonzero()[0])
+    raise ValueError(f"denoiser: non-finite prediction (NaN or inf) at step {i} (t={t_list[i]}); no samples returned")
 
 # %% ../nbs/55_sampling.ipynb #a4250e42
 @torch.no_grad()
@@ -190,33 +296,28 @@ def sample(denoiser: Callable, # (xt, t, cond) -> pred, with t a (B,) long tenso
            xT: Tensor | None = None, # the initial noise; drawn from `generator` if not given
            generator: torch.Generator | None = None, # draws xT and the noise of every step
            callback: Callable | None = None, # called as callback(i, t, xt, x0_hat) at every step
-           device: str | torch.device | None = None, # where to sample; default xT's device, the generator's, or `def_device()`
+           device: str | torch.device | None = None, # default: xT's device, the generator's, or `def_device()`
+           progress: bool = False, # show a progress bar over the steps
           ) -> Tensor:
     "Run `sampler` from noise x_T to x_0 with one `denoiser` call per step, and return the samples."
-    T = sampler.schedule.n_steps
+    sampler, T = _bind(sampler, denoiser), sampler.schedule.n_steps
     n_steps = T if n_steps is None else n_steps
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or not 1 <= n_steps <= T:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= T:
         raise ValueError(f"n_steps: expected an int in [1, {T}], got {n_steps!r}")
-    pred_type = check_pred_type(pred_type or getattr(denoiser, 'pred_type', 'eps'))
+    pred_type, learn_sigma = check_pred_type(pred_type or getattr(denoiser, 'pred_type', 'eps')), _learn_sigma(denoiser, sampler)
     xt = _initial_noise(shape, xT, generator, device)
-    if generator is not None and generator.device.type != xt.device.type:
-        raise ValueError(f"generator is on {generator.device} but xT is on {xt.device}")
-    ts = _check_timesteps(sampler.timesteps(n_steps), n_steps, T)
-    t_list, (table, singular) = ts.tolist(), _pred_table(sampler.schedule, pred_type)
-    if singular and not singular.isdisjoint(t_list):
-        raise ValueError(f"pred_type={pred_type!r} cannot give x0 at t={max(singular & set(t_list))}, where alpha_bar = 0 "
-                         "(zero terminal SNR); use a 'v' or 'x0' model there, or timesteps that skip it")
-    t_batch = ts.to(xt.device)[:, None].repeat(1, xt.shape[0]).unbind(0)  # n_steps rows (B,): what the denoiser sees
-    for i, (t, t_prev) in enumerate(zip(t_list, t_list[1:] + [-1])):
-        pred = denoiser(xt, t_batch[i], cond)
-        if i == 0 and (not isinstance(pred, Tensor) or pred.shape != xt.shape):
-            raise ValueError(f"denoiser: expected a prediction of shape {tuple(xt.shape)}, got {getattr(pred, 'shape', type(pred))}")
+    t_list, table = _plan(sampler, int(n_steps), pred_type)
+    t_batch = torch.tensor(t_list, device=xt.device)[:, None].repeat(1, xt.shape[0]).unbind(0)  # (B,) rows for the denoiser
+    finite = []  # one 0-d flag per step, read once at the end: no host-device sync inside the loop
+    for i, (t, t_prev) in enumerate(tqdm(list(zip(t_list, t_list[1:] + [-1])), disable=not progress, leave=False)):
+        pred, model_var = _split(denoiser(xt, t_batch[i], cond), xt, learn_sigma, i, t)
+        finite.append(torch.isfinite(pred).all())
         a, b, c, d = table[t]
         eps = pred if a == 0.0 and b == 1.0 else xt.mul(a).add_(pred, alpha=b)  # eps = a x_t + b pred
         x0 = pred if c == 0.0 and d == 1.0 else xt.mul(c).add_(pred, alpha=d)  # x0 = c x_t + d pred
         if callback is not None: callback(i, t, xt, x0)
-        xt = sampler.step(xt, t, t_prev, eps, x0, generator)
-    return xt
+        xt = sampler.step(xt, t, t_prev, eps, x0, generator, **({'model_var': model_var} if sampler.needs_model_var else {}))
+    return _check_finite(xt, finite, t_list)
 
 # %% ../nbs/55_sampling.ipynb #245ab102
 class Recorder:
