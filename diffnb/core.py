@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d983f4a2
 from __future__ import annotations
-import inspect, numbers, os, random
+import inspect, math, numbers, os, random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,13 +13,14 @@ import torch
 from torch import Tensor
 from PIL import Image
 from fastcore.docments import docments
-import matplotlib.pyplot as plt
 
 # %% auto #0
-__all__ = ['SIZE_MODES', 'document_params', 'def_device', 'make_generator', 'seed_everything', 'expand_to', 'check_images',
-           'to_pil', 'from_pil', 'show_images', 'in_test', 'size_mode', 'pick']
+__all__ = ['SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 'check_number', 'test_raises', 'test_lt',
+           'test_le', 'check_device', 'def_device', 'make_generator', 'check_generator', 'seed_everything', 'expand_to',
+           'check_images', 'to_pil', 'from_pil', 'show_images', 'slider_explorer', 'cache_dir', 'in_test', 'size_mode',
+           'pick']
 
-# %% ../nbs/00_core.ipynb #856696f4
+# %% ../nbs/00_core.ipynb #8cc7bbda
 def _param_entry(name: str, d: dict) -> list[str]:
     "One numpydoc entry, 'name : type, default value', and its description indented below."
     stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}.get(d.get('kind'), '')
@@ -36,97 +37,249 @@ def document_params(obj: Callable, # a function, method or class whose parameter
     doc = target.__doc__ or ''
     if '\nParameters\n----------\n' in doc: return obj  # already documented
     dms = docments(target, full=True, args_kwargs=True)
-    entries = [line for name, d in dms.items() if name not in ('self', 'cls', 'return') for line in _param_entry(name, d)]
+    entries = [line for name, d in dms.items() if name not in ('self', 'cls', 'return')
+               for line in _param_entry(name, d)]
     if entries: target.__doc__ = f"{doc}\n\nParameters\n----------\n" + '\n'.join(entries)
     return obj
 
+document_params(document_params)
+
+# %% ../nbs/00_core.ipynb #fa207ac6
+@document_params
+def undocumented_params(module: Any, # a module with `__all__`, such as `diffnb.core`
+                       ) -> list[str]:
+    "The public functions and classes of `module` that take parameters but lack a Parameters section in `help()`."
+    objs = {n: getattr(module, n) for n in getattr(module, '__all__', [])}
+    takes_params = lambda o: bool(set(docments(o)) - {'self', 'cls', 'return'})
+    return [n for n, o in objs.items() if callable(o) and takes_params(o) and '\nParameters\n' not in (o.__doc__ or '')]
+
+# %% ../nbs/00_core.ipynb #93a5ca9f
+def _brief(v: Any) -> str:
+    "A short description of `v` for error messages: its type, with its shape and dtype or its value."
+    if isinstance(v, (Tensor, np.ndarray)): return f"{type(v).__name__} of shape {tuple(v.shape)} and dtype {v.dtype}"
+    r = repr(v)
+    return f"{type(v).__name__} {r}" if len(r) <= 40 else type(v).__name__
+
+@document_params
+def check_int(v: Any, # the value to check
+              name: str, # the argument's name, for the message
+              min_value: int | None = None, # the smallest value allowed
+             ) -> int:
+    "`v` as an int: ints, NumPy integers and 0-dim integer tensors pass; bools, floats and strings raise TypeError."
+    if isinstance(v, Tensor) and v.ndim == 0 and not v.is_floating_point() and v.dtype != torch.bool: v = v.item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {_brief(v)}")
+    if min_value is not None and v < min_value: raise ValueError(f"{name}: expected an int >= {min_value}, got {v}")
+    return int(v)
+
+# %% ../nbs/00_core.ipynb #25c7e724
+@document_params
+def check_number(v: Any, # the value to check
+                 name: str, # the argument's name, for the message
+                ) -> float:
+    "`v` as a finite float: ints, floats, NumPy and 0-dim tensor numbers pass; bools and strings raise TypeError."
+    if isinstance(v, Tensor) and v.ndim == 0 and v.dtype != torch.bool and not v.is_complex(): v = v.item()
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {_brief(v)}")
+    if not math.isfinite(v): raise ValueError(f"{name}: expected a finite number, got {v}")
+    return float(v)
+
+# %% ../nbs/00_core.ipynb #236812c4
+@document_params
+def test_raises(f: Callable[[], Any], # called with no arguments
+                exc: type | tuple = (ValueError, TypeError), # the exception class(es) expected
+                contains: str = '', # text the message must contain
+               ) -> Exception:
+    "Check that `f()` raises `exc` with `contains` in its message; return the exception."
+    try: f()
+    except Exception as e:
+        if not isinstance(e, exc): raise AssertionError(f"expected {exc}, got {type(e).__name__}: {e}") from e
+        if contains not in str(e): raise AssertionError(f"expected {contains!r} in the message, got: {e}") from e
+        return e
+    raise AssertionError(f"expected {exc} with {contains!r}, but nothing was raised")
+
+# %% ../nbs/00_core.ipynb #c36a7525
+def _test_cmp(a: Any, b: Any, op: Callable, sym: str):
+    "Check `op(a, b)` elementwise (broadcasting); on failure show the first places where it fails."
+    a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
+    ok = op(a, b)
+    if bool(ok.all()): return
+    bad = (~ok).nonzero()[:3].tolist()
+    shown = '; '.join(f"at {tuple(i)}: {a[tuple(i)].item():.6g} vs {b[tuple(i)].item():.6g}" for i in bad)
+    raise AssertionError(f"expected a {sym} b everywhere; {(~ok).sum().item()} of {ok.numel()} fail, {shown}")
+
+@document_params
+def test_lt(a: Any, # tensor, array or number
+            b: Any, # tensor, array or number, broadcastable against `a`
+           ):
+    "Check that `a < b` everywhere, showing the first failures."
+    _test_cmp(a, b, torch.lt, '<')
+
+@document_params
+def test_le(a: Any, # tensor, array or number
+            b: Any, # tensor, array or number, broadcastable against `a`
+           ):
+    "Check that `a <= b` everywhere, showing the first failures."
+    _test_cmp(a, b, torch.le, '<=')
+
 # %% ../nbs/00_core.ipynb #d23ae63f
+@document_params
+def check_device(device: str | torch.device, # such as 'cpu', 'cuda', 'cuda:1' or 'mps'
+                 name: str = 'device', # the argument's name, for the message
+                ) -> torch.device:
+    "`device` as a `torch.device`, checked to exist on this machine."
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"{name}: expected a str or torch.device such as 'cpu' or 'cuda', got {_brief(device)}")
+    try: d = torch.device(device)
+    except RuntimeError: raise ValueError(f"{name}: expected a device such as 'cpu', 'cuda', 'cuda:1' or 'mps',"
+                                          f" got {device!r}") from None
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {str(device)!r} needs a CUDA GPU, but torch sees none here;"
+                         " use 'cpu' or def_device()")
+    if d.type == 'cuda' and d.index is not None and d.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: {str(device)!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    if d.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}: 'mps' needs an Apple GPU, which torch does not see here; use 'cpu' or def_device()")
+    return d
+
+# %% ../nbs/00_core.ipynb #0032fde4
+@document_params
 def def_device(override: str | torch.device | None = None, # a device to use instead of the automatic choice
               ) -> torch.device:
     "The best available device: CUDA, then MPS, then CPU, unless `override` or `$DIFFNB_DEVICE` names one."
-    choice = override if override is not None else os.environ.get('DIFFNB_DEVICE')
-    if choice is not None: return torch.device(choice)
+    if override is not None: return check_device(override, 'override')
+    if os.environ.get('DIFFNB_DEVICE'): return check_device(os.environ['DIFFNB_DEVICE'], 'DIFFNB_DEVICE')
     if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #b0b14a46
+@document_params
 def make_generator(seed: int | None = None, # seed; `None` draws a fresh one
                    device: str | torch.device = 'cpu', # device the generator lives on (match the tensors it fills)
                   ) -> torch.Generator:
     "A `torch.Generator` on `device`, seeded with `seed`."
-    g = torch.Generator(device=device)
+    g = torch.Generator(device=check_device(device))
     if seed is None: g.seed()
-    else: g.manual_seed(int(seed))
+    else: g.manual_seed(check_int(seed, 'seed'))
     return g
 
+@document_params
+def check_generator(generator: Any, # the value to check
+                    name: str = 'generator', # the argument's name, for the message
+                   ) -> torch.Generator | None:
+    "`generator` if it is a `torch.Generator` or None; anything else (an int seed, say) raises TypeError."
+    if generator is None or isinstance(generator, torch.Generator): return generator
+    raise TypeError(f"{name}: expected a torch.Generator or None, got {_brief(generator)};"
+                    f" to use a seed, pass make_generator(seed) (from diffnb.core)")
+
+@document_params
 def seed_everything(seed: int, # seed for Python, NumPy and torch's global generators
                    ) -> torch.Generator:
     "Seed the global generators (for code outside our control) and return a fresh generator seeded the same."
+    seed = check_int(seed, 'seed', 0)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return make_generator(seed)
 
 # %% ../nbs/00_core.ipynb #e7f0b88d
+@document_params
 def expand_to(v: Tensor | float, # a scalar, or one value per sample, shape (B,)
               x: Tensor, # the tensor to broadcast against, shape (B, ...)
              ) -> Tensor:
     "View `v` with trailing singleton dims so it broadcasts against `x`."
+    if not isinstance(x, Tensor) or x.ndim == 0:
+        raise TypeError(f"expand_to: expected x to be a tensor with a batch dimension, got {_brief(x)}")
+    if isinstance(v, (str, bytes)): raise TypeError(f"expand_to: expected v to be a number or tensor, got {_brief(v)}")
     v = torch.as_tensor(v, device=x.device)
     if v.ndim == 0: return v.reshape((1,) * x.ndim)
     if v.ndim != 1 or v.shape[0] not in (1, x.shape[0]):
-        raise ValueError(f"expand_to: expected a scalar or shape ({x.shape[0]},) to match x's batch, got {tuple(v.shape)}")
+        raise ValueError(f"expand_to: expected a scalar or shape ({x.shape[0]},) to match x's batch,"
+                         f" got {tuple(v.shape)}")
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
 
 # %% ../nbs/00_core.ipynb #4e2c08eb
+@document_params
 def check_images(x: Tensor, # a batch of images
                  name: str = 'x', # what to call `x` in error messages
-                 in_range: bool = False, # also require values in [-1, 1]
+                 in_range: bool = False, # also require finite values in [-1, 1]
                 ) -> Tensor:
     "Check that `x` is a float (B, C, H, W) batch (and in [-1, 1] if `in_range`); return it unchanged."
-    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {_brief(x)}")
     if x.ndim != 4: raise ValueError(f"{name}: expected shape (B, C, H, W), got {tuple(x.shape)}")
-    if not x.is_floating_point(): raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    if in_range and x.numel() and (x.min() < -1 - 1e-5 or x.max() > 1 + 1e-5):
-        raise ValueError(f"{name}: expected values in [-1, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]"
-                         " (scale 8-bit pixels with x/127.5 - 1, or clamp)")
+    if not x.is_floating_point():
+        hint = ' (8-bit pixels in 0..255: use x.float() / 127.5 - 1)' if x.dtype == torch.uint8 else ''
+        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}{hint}")
+    if in_range and x.numel():
+        if not torch.isfinite(x).all(): raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        if x.min() < -1 - 1e-5 or x.max() > 1 + 1e-5:
+            raise ValueError(f"{name}: expected values in [-1, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]"
+                             " (scale 8-bit pixels with x/127.5 - 1, or clamp)")
     return x
 
 # %% ../nbs/00_core.ipynb #c175b09c
+@document_params
 def to_pil(x: Tensor, # images (B, C, H, W) in [-1, 1], C is 1 or 3
-           clamp: bool = False, # clip values outside [-1, 1] instead of raising
+           clamp: bool = False, # clip values outside [-1, 1] instead of raising (NaN and inf still raise)
           ) -> list[Image.Image]:
     "Convert a batch of images in [-1, 1] to a list of 8-bit PIL images."
-    x = check_images(x.detach().float().cpu(), in_range=not clamp).clamp(-1, 1)
+    check_images(x, in_range=not clamp)
     if x.shape[1] not in (1, 3): raise ValueError(f"to_pil: expected 1 or 3 channels, got {x.shape[1]}")
-    arr = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    if x.shape[2] == 0 or x.shape[3] == 0: raise ValueError(f"to_pil: expected images of at least 1x1 pixels,"
+                                                            f" got {tuple(x.shape[2:])}")
+    x = x.detach().float().cpu()
+    if clamp and not torch.isfinite(x).all(): raise ValueError("x: expected finite values, got NaN or inf")
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a[..., 0], 'L') if a.shape[-1] == 1 else Image.fromarray(a, 'RGB') for a in arr]
 
+# %% ../nbs/00_core.ipynb #79fec2bd
+_GREY_MODES, _UNSCALED_MODES = ('L', '1', 'LA'), ('F', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
+
+def _pil_to_tensor(im: Image.Image, size: int | None) -> Tensor:
+    "One 8-bit PIL image as a (C, H, W) float tensor of 0..255 values."
+    if not isinstance(im, Image.Image): raise TypeError(f"from_pil: expected PIL images, got {_brief(im)}")
+    if im.mode in _UNSCALED_MODES:
+        raise ValueError(f"from_pil: mode {im.mode!r} has no fixed 0..255 range; scale it to 8 bits"
+                         " and convert to 'L' or 'RGB' first")
+    im = im.convert('L' if im.mode in _GREY_MODES else 'RGB')
+    if size is not None: im = im.resize((size, size), Image.BICUBIC)
+    a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
+    return a[None] if a.ndim == 2 else a.permute(2, 0, 1)
+
+# %% ../nbs/00_core.ipynb #4703b903
+@document_params
 def from_pil(imgs: Image.Image | Sequence[Image.Image], # one image or several of the same size and mode
              size: int | None = None, # resize to `size` x `size` first
             ) -> Tensor:
-    "Convert PIL images to a float batch (B, C, H, W) in [-1, 1]; grayscale gives C = 1."
+    "Convert 8-bit PIL images to a float batch (B, C, H, W) in [-1, 1]; grayscale gives C = 1."
     if isinstance(imgs, Image.Image): imgs = [imgs]
-    out = []
-    for im in imgs:
-        if im.mode not in ('L', 'RGB'): im = im.convert('RGB')
-        if size is not None: im = im.resize((size, size), Image.BICUBIC)
-        a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
-        out.append(a[None] if a.ndim == 2 else a.permute(2, 0, 1))
+    if not isinstance(imgs, (Sequence, np.ndarray)) or isinstance(imgs, (str, bytes)):
+        raise TypeError(f"from_pil: expected a PIL image or a list of them, got {_brief(imgs)}")
+    if len(imgs) == 0: raise ValueError("from_pil: expected at least one image, got an empty list")
+    size = None if size is None else check_int(size, 'size', 1)
+    out = [_pil_to_tensor(im, size) for im in imgs]
+    shapes = sorted({tuple(a.shape) for a in out})
+    if len(shapes) > 1:
+        raise ValueError(f"from_pil: expected images of one size and mode, got (C, H, W) shapes {shapes}; pass `size`"
+                         " to resize them, and convert them all to 'L' or all to 'RGB'")
     return torch.stack(out) / 127.5 - 1
 
 # %% ../nbs/00_core.ipynb #68997ebc
+@document_params
 def show_images(x: Tensor, # images (B, C, H, W) in [-1, 1]
                 titles: Sequence[str] | None = None, # one title per image
                 ncols: int = 8, # images per row
                 size: float = 1.2, # inches per image
                 suptitle: str | None = None, # a title for the whole figure
                 clamp: bool = True, # clip values outside [-1, 1]
-               ) -> plt.Figure:
+               ) -> Any: # the matplotlib Figure
     "Show a batch of images as a grid with optional per-image titles."
-    ims = to_pil(x, clamp=clamp)
-    if titles is not None and len(titles) != len(ims):
-        raise ValueError(f"show_images: got {len(titles)} titles for {len(ims)} images")
-    ncols = max(1, min(ncols, len(ims))); nrows = -(-len(ims) // ncols)
+    import matplotlib.pyplot as plt  # here, not at import time: it is slow to import and only plots need it
+    ims, ncols, size = to_pil(x, clamp=clamp), check_int(ncols, 'ncols', 1), check_number(size, 'size')
+    if not ims: raise ValueError("show_images: expected at least one image, got a batch of 0")
+    if size <= 0: raise ValueError(f"size: expected a positive number of inches, got {size}")
+    if isinstance(titles, str) or (titles is not None and len(titles) != len(ims)):
+        raise ValueError(f"show_images: expected one title per image ({len(ims)}), got {_brief(titles)}")
+    ncols = min(ncols, len(ims)); nrows = -(-len(ims) // ncols)
     fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * (1.25 if titles else 1)), squeeze=False)
     for i, ax in enumerate(axs.flat):
         ax.axis('off')
@@ -136,6 +289,64 @@ def show_images(x: Tensor, # images (B, C, H, W) in [-1, 1]
     if suptitle: fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/00_core.ipynb #36dbe80f
+def _make_slider(widgets: Any, name: str, spec: Any) -> Any:
+    "An ipywidgets slider from `(min, max[, step[, start]])`, or `spec` itself if it is already a widget."
+    if isinstance(spec, widgets.ValueWidget): return spec
+    if not isinstance(spec, (tuple, list)) or not 2 <= len(spec) <= 4:
+        raise TypeError(f"{name}: expected (min, max), (min, max, step) or (min, max, step, start), got {_brief(spec)}")
+    lo, hi = (check_number(v, name) for v in spec[:2])
+    step = check_number(spec[2], name) if len(spec) > 2 else None
+    start = check_number(spec[3], name) if len(spec) > 3 else lo
+    if not lo < hi or not lo <= start <= hi or (step is not None and step <= 0):
+        raise ValueError(f"{name}: expected min < max, a positive step and min <= start <= max, got {tuple(spec)}")
+    is_int = all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in spec)
+    cls, cast = (widgets.IntSlider, int) if is_int else (widgets.FloatSlider, float)
+    kw = dict(step=cast(step)) if step is not None else {}
+    return cls(min=cast(lo), max=cast(hi), value=cast(start), description=name, continuous_update=False, **kw)
+
+# %% ../nbs/00_core.ipynb #adc3e7c7
+@document_params
+def slider_explorer(fn: Callable[..., Any], # called as `fn(**values)`; returns what to show, e.g. a matplotlib figure
+                    **sliders: Any, # name=(min, max[, step[, start]]) for each slider, or name=an ipywidgets slider
+                   ) -> tuple[Any, Callable[..., Any]]:
+    "Sliders that call `fn` with their values and show the result; returns `(widget, update)`."
+    import ipywidgets as widgets
+    from IPython.display import display, clear_output
+    if not callable(fn): raise TypeError(f"fn: expected a callable, got {_brief(fn)}")
+    if not sliders: raise ValueError("slider_explorer: expected at least one slider, such as t=(0, 999)")
+    controls = {name: _make_slider(widgets, name, spec) for name, spec in sliders.items()}
+    out, state = widgets.Output(), {}
+    def draw(_=None):
+        state['values'] = {k: c.value for k, c in controls.items()}
+        state['result'] = res = fn(**state['values'])
+        with out:
+            clear_output(wait=True); display(res)
+        if hasattr(res, 'savefig'):  # a matplotlib figure: shown above, so close it here
+            import matplotlib.pyplot as plt
+            plt.close(res)
+    def update(**values: Any) -> Any:
+        for k, v in values.items():
+            if k not in controls: raise ValueError(f"update: unknown slider {k!r}; expected one of {list(controls)}")
+            controls[k].value = v  # fires `draw` when the value changes
+        if state.get('values') != {k: c.value for k, c in controls.items()}: draw()
+        return state['result']
+    for c in controls.values(): c.observe(draw, names='value')
+    draw()
+    update.state = state  # the `values` and `result` drawn last
+    return widgets.VBox([*controls.values(), out]), update
+
+# %% ../nbs/00_core.ipynb #20849a31
+@document_params
+def cache_dir(*parts: str, # subfolders inside the cache folder
+             ) -> Path:
+    "The folder `$DIFFNB_CACHE` (default `~/.cache/diffnb`) joined with `parts`, created if missing."
+    for p in parts:
+        if not isinstance(p, (str, os.PathLike)): raise TypeError(f"cache_dir: expected folder names, got {_brief(p)}")
+    path = Path(os.environ.get('DIFFNB_CACHE') or Path.home() / '.cache' / 'diffnb').expanduser().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 # %% ../nbs/00_core.ipynb #36ba34f2
 SIZE_MODES = ('test', 'cpu', 'full')
@@ -150,6 +361,7 @@ def size_mode() -> str:
     if mode not in SIZE_MODES: raise ValueError(f"DIFFNB_SIZE must be one of {SIZE_MODES}, got {mode!r}")
     return mode
 
+@document_params
 def pick(test: Any, # the value for the test suite: tiny and fast
          cpu: Any, # the value for a laptop CPU: minutes, not hours
          full: Any, # the value for a GPU: the real thing
