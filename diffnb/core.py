@@ -15,12 +15,12 @@ from PIL import Image
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 'check_number', 'test_raises', 'test_lt',
-           'test_le', 'check_device', 'def_device', 'make_generator', 'check_generator', 'seed_everything', 'expand_to',
-           'check_images', 'to_pil', 'from_pil', 'show_images', 'slider_explorer', 'cache_dir', 'in_test', 'size_mode',
-           'pick']
+__all__ = ['SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 'check_number', 'check_choice', 'test_raises',
+           'test_lt', 'test_le', 'check_device', 'def_device', 'make_generator', 'check_generator', 'seed_everything',
+           'expand_to', 'check_images', 'to_pil', 'from_pil', 'show_images', 'slider_explorer', 'cache_dir', 'in_test',
+           'size_mode', 'pick']
 
-# %% ../nbs/00_core.ipynb #8cc7bbda
+# %% ../nbs/00_core.ipynb #ccd85723
 def _param_entry(name: str, d: dict) -> list[str]:
     "One numpydoc entry, 'name : type, default value', and its description indented below."
     stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}.get(d.get('kind'), '')
@@ -44,7 +44,7 @@ def document_params(obj: Callable, # a function, method or class whose parameter
 
 document_params(document_params)
 
-# %% ../nbs/00_core.ipynb #fa207ac6
+# %% ../nbs/00_core.ipynb #bff40744
 @document_params
 def undocumented_params(module: Any, # a module with `__all__`, such as `diffnb.core`
                        ) -> list[str]:
@@ -53,7 +53,7 @@ def undocumented_params(module: Any, # a module with `__all__`, such as `diffnb.
     takes_params = lambda o: bool(set(docments(o)) - {'self', 'cls', 'return'})
     return [n for n, o in objs.items() if callable(o) and takes_params(o) and '\nParameters\n' not in (o.__doc__ or '')]
 
-# %% ../nbs/00_core.ipynb #93a5ca9f
+# %% ../nbs/00_core.ipynb #9df81370
 def _brief(v: Any) -> str:
     "A short description of `v` for error messages: its type, with its shape and dtype or its value."
     if isinstance(v, (Tensor, np.ndarray)): return f"{type(v).__name__} of shape {tuple(v.shape)} and dtype {v.dtype}"
@@ -72,7 +72,7 @@ def check_int(v: Any, # the value to check
     if min_value is not None and v < min_value: raise ValueError(f"{name}: expected an int >= {min_value}, got {v}")
     return int(v)
 
-# %% ../nbs/00_core.ipynb #25c7e724
+# %% ../nbs/00_core.ipynb #832b6447
 @document_params
 def check_number(v: Any, # the value to check
                  name: str, # the argument's name, for the message
@@ -84,7 +84,18 @@ def check_number(v: Any, # the value to check
     if not math.isfinite(v): raise ValueError(f"{name}: expected a finite number, got {v}")
     return float(v)
 
-# %% ../nbs/00_core.ipynb #236812c4
+# %% ../nbs/00_core.ipynb #abe926b4
+@document_params
+def check_choice(v: Any, # the value to check
+                 name: str, # the argument's name, for the message
+                 choices: Sequence[str], # the allowed values
+                ) -> str:
+    "`v` if it is one of `choices`; a non-string raises TypeError, an unknown string ValueError listing the choices."
+    if not isinstance(v, str): raise TypeError(f"{name}: expected one of {tuple(choices)}, got {_brief(v)}")
+    if v not in choices: raise ValueError(f"{name}: expected one of {tuple(choices)}, got {v!r}")
+    return v
+
+# %% ../nbs/00_core.ipynb #cacd86fa
 @document_params
 def test_raises(f: Callable[[], Any], # called with no arguments
                 exc: type | tuple = (ValueError, TypeError), # the exception class(es) expected
@@ -98,7 +109,7 @@ def test_raises(f: Callable[[], Any], # called with no arguments
         return e
     raise AssertionError(f"expected {exc} with {contains!r}, but nothing was raised")
 
-# %% ../nbs/00_core.ipynb #c36a7525
+# %% ../nbs/00_core.ipynb #a366b38d
 def _test_cmp(a: Any, b: Any, op: Callable, sym: str):
     "Check `op(a, b)` elementwise (broadcasting); on failure show the first places where it fails."
     a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
@@ -142,7 +153,7 @@ def check_device(device: str | torch.device, # such as 'cpu', 'cuda', 'cuda:1' o
         raise ValueError(f"{name}: 'mps' needs an Apple GPU, which torch does not see here; use 'cpu' or def_device()")
     return d
 
-# %% ../nbs/00_core.ipynb #0032fde4
+# %% ../nbs/00_core.ipynb #a8e5b225
 @document_params
 def def_device(override: str | torch.device | None = None, # a device to use instead of the automatic choice
               ) -> torch.device:
@@ -231,7 +242,7 @@ def to_pil(x: Tensor, # images (B, C, H, W) in [-1, 1], C is 1 or 3
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a[..., 0], 'L') if a.shape[-1] == 1 else Image.fromarray(a, 'RGB') for a in arr]
 
-# %% ../nbs/00_core.ipynb #79fec2bd
+# %% ../nbs/00_core.ipynb #aba868f0
 _GREY_MODES, _UNSCALED_MODES = ('L', '1', 'LA'), ('F', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 def _pil_to_tensor(im: Image.Image, size: int | None) -> Tensor:
@@ -245,7 +256,7 @@ def _pil_to_tensor(im: Image.Image, size: int | None) -> Tensor:
     a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
     return a[None] if a.ndim == 2 else a.permute(2, 0, 1)
 
-# %% ../nbs/00_core.ipynb #4703b903
+# %% ../nbs/00_core.ipynb #ea3cdaa1
 @document_params
 def from_pil(imgs: Image.Image | Sequence[Image.Image], # one image or several of the same size and mode
              size: int | None = None, # resize to `size` x `size` first
@@ -290,7 +301,7 @@ def show_images(x: Tensor, # images (B, C, H, W) in [-1, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_core.ipynb #36dbe80f
+# %% ../nbs/00_core.ipynb #f64557b6
 def _make_slider(widgets: Any, name: str, spec: Any) -> Any:
     "An ipywidgets slider from `(min, max[, step[, start]])`, or `spec` itself if it is already a widget."
     if isinstance(spec, widgets.ValueWidget): return spec
@@ -306,7 +317,7 @@ def _make_slider(widgets: Any, name: str, spec: Any) -> Any:
     kw = dict(step=cast(step)) if step is not None else {}
     return cls(min=cast(lo), max=cast(hi), value=cast(start), description=name, continuous_update=False, **kw)
 
-# %% ../nbs/00_core.ipynb #adc3e7c7
+# %% ../nbs/00_core.ipynb #0673252a
 @document_params
 def slider_explorer(fn: Callable[..., Any], # called as `fn(**values)`; returns what to show, e.g. a matplotlib figure
                     **sliders: Any, # name=(min, max[, step[, start]]) for each slider, or name=an ipywidgets slider
@@ -337,7 +348,7 @@ def slider_explorer(fn: Callable[..., Any], # called as `fn(**values)`; returns 
     update.state = state  # the `values` and `result` drawn last
     return widgets.VBox([*controls.values(), out]), update
 
-# %% ../nbs/00_core.ipynb #20849a31
+# %% ../nbs/00_core.ipynb #9a37ec36
 @document_params
 def cache_dir(*parts: str, # subfolders inside the cache folder
              ) -> Path:

@@ -4,9 +4,11 @@
 
 # %% ../nbs/01_data.ipynb #16f3c3c8
 from __future__ import annotations
-import math
+import functools, inspect, math, numbers
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,31 +16,38 @@ from torch import Tensor
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
 from PIL import Image
-from .core import make_generator, from_pil
+from .core import (make_generator, from_pil, check_int, check_number, check_choice, check_generator, cache_dir,
+                         document_params)
 
 # %% auto #0
-__all__ = ['TOY2D', 'DIGIT_SPLITS', 'SHAPES', 'COLOUR_RGB', 'COLOURS', 'POSITIONS', 'SIZES', 'TORCHVISION_SETS', 'DATASETS',
-           'rescale', 'GaussianMixture', 'default_mixture', 'swiss_roll', 'two_moons', 'checkerboard', 'toy2d',
-           'stratified_split', 'load_digits_data', 'ShapeAttrs', 'parse_caption', 'random_shape_attrs', 'shape_masks',
-           'draw_shapes', 'make_shapes', 'ToSigned', 'load_torchvision', 'ArrayDataset', 'make_loader', 'load_dataset']
+__all__ = ['TOY2D', 'DIGIT_SPLITS', 'DIGIT_MODES', 'SHAPES', 'COLOUR_RGB', 'COLOURS', 'POSITIONS', 'SIZES', 'TORCHVISION_SETS',
+           'DATASETS', 'rescale', 'GaussianMixture', 'default_mixture', 'swiss_roll', 'two_moons', 'checkerboard',
+           'toy2d', 'stratified_split', 'load_digits_data', 'ShapeAttrs', 'parse_caption', 'random_shape_attrs',
+           'shape_masks', 'draw_shapes', 'make_shapes', 'ToSigned', 'load_torchvision', 'ArrayDataset', 'make_loader',
+           'load_dataset']
 
 # %% ../nbs/01_data.ipynb #0e147aac
-def rescale(x: Tensor, # values in [lo, hi]
+@document_params
+def rescale(x: Tensor, # values in [lo, hi]: a tensor, array or list of numbers
             lo: float = 0., # the value that maps to -1
             hi: float = 1., # the value that maps to +1
            ) -> Tensor:
     "Map `x` linearly from [lo, hi] to [-1, 1], as float32."
+    lo, hi = check_number(lo, 'lo'), check_number(hi, 'hi')
     if not hi > lo: raise ValueError(f"rescale: expected hi > lo, got lo={lo}, hi={hi}")
-    return (2 * (torch.as_tensor(x, dtype=torch.float32) - lo) / (hi - lo) - 1)
+    if isinstance(x, (str, bytes)): raise TypeError(f"x: expected a tensor, array or list of numbers, got {x!r}")
+    try: x = torch.as_tensor(x, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"x: expected a tensor, array or list of numbers, got {type(x).__name__}") from e
+    return 2 * (x - lo) / (hi - lo) - 1
 
 # %% ../nbs/01_data.ipynb #fdf41f7f
 def _check_n(n: int, name: str = 'n') -> int:
-    "Check that `n` is a positive integer and return it."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)): raise TypeError(f"{name}: expected an int, got {type(n).__name__}")
-    if n <= 0: raise ValueError(f"{name}: expected a positive number, got {n}")
-    return int(n)
+    "Check that `n` is a positive int (NumPy integers too) and return it."
+    return check_int(n, name, 1)
 
 # %% ../nbs/01_data.ipynb #c1976560
+@document_params
 @dataclass(eq=False)
 class GaussianMixture:
     "A mixture of isotropic Gaussians: the toy with a known density."
@@ -48,37 +57,43 @@ class GaussianMixture:
 
     def __post_init__(self):
         w, mu, s = (torch.as_tensor(v, dtype=torch.float32) for v in (self.weights, self.means, self.stds))
-        if mu.ndim != 2 or mu.shape[0] == 0: raise ValueError(f"GaussianMixture: expected means of shape (K, D), got {tuple(mu.shape)}")
+        if mu.ndim != 2 or mu.shape[0] == 0:
+            raise ValueError(f"GaussianMixture: expected means of shape (K, D), got {tuple(mu.shape)}")
         k = mu.shape[0]
         if w.shape != (k,) or s.shape != (k,):
             raise ValueError(f"GaussianMixture: expected weights and stds of shape ({k},) to match means,"
                              f" got {tuple(w.shape)} and {tuple(s.shape)}")
-        if not all(torch.isfinite(t).all() for t in (w, mu, s)): raise ValueError("GaussianMixture: expected finite values")
+        if not all(torch.isfinite(t).all() for t in (w, mu, s)):
+            raise ValueError("GaussianMixture: expected finite values")
         if (w <= 0).any(): raise ValueError(f"GaussianMixture: expected positive weights, got {w.tolist()}")
-        if abs(w.sum().item() - 1) > 1e-4: raise ValueError(f"GaussianMixture: expected weights that sum to 1, got {w.sum().item():.6g}")
+        if abs(w.sum().item() - 1) > 1e-4:
+            raise ValueError(f"GaussianMixture: expected weights that sum to 1, got {w.sum().item():.6g}")
         if (s <= 0).any(): raise ValueError(f"GaussianMixture: expected stds > 0, got {s.tolist()}")
         self.weights, self.means, self.stds = w / w.sum(), mu, s
 
 # %% ../nbs/01_data.ipynb #a52fb5cc
 @patch
+@document_params
 def sample(self: GaussianMixture,
            n: int, # number of points
            generator: torch.Generator | None = None, # source of randomness, on the same device as the means
           ) -> Tensor:
     "Draw `n` points, shape (n, D): a component by weight, then isotropic noise around its mean."
-    n = _check_n(n)
+    n, generator = _check_n(n), check_generator(generator)
     k = torch.multinomial(self.weights, n, replacement=True, generator=generator)  # (n,)
     eps = torch.randn(n, self.means.shape[1], generator=generator, device=self.means.device)
     return self.means[k] + self.stds[k, None] * eps
 
 # %% ../nbs/01_data.ipynb #d0201935
 @patch
+@document_params
 def log_prob(self: GaussianMixture,
              x: Tensor, # points, shape (n, D); computed in x's dtype
             ) -> Tensor:
     "Exact log density at each point, shape (n,)."
     d = self.means.shape[1]
-    if not isinstance(x, Tensor) or not x.is_floating_point(): raise TypeError("log_prob: expected a floating-point tensor")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"x: expected a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim != 2 or x.shape[1] != d: raise ValueError(f"log_prob: expected shape (n, {d}), got {tuple(x.shape)}")
     w, mu, s = (t.to(x) for t in (self.weights, self.means, self.stds))
     d2 = ((x[:, None, :] - mu) ** 2).sum(-1)  # (n, K)
@@ -107,22 +122,31 @@ def default_mixture() -> GaussianMixture:
     return GaussianMixture(weights / weights.sum(), means, torch.full((8,), 0.08))
 
 # %% ../nbs/01_data.ipynb #4d03067b
+def _check_noise(noise: float) -> float:
+    noise = check_number(noise, 'noise')
+    if noise < 0: raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
+    return noise
+
+@document_params
 def swiss_roll(n: int, # number of points
                generator: torch.Generator | None = None, # source of randomness
                noise: float = 0.02, # std of Gaussian noise added to each point
               ) -> Tensor:
-    "Points on a spiral $r \\propto \\theta$ for $\\theta \\in [1.5\\pi, 4.5\\pi]$, scaled to radius 0.95, shape (n, 2)."
-    theta = 1.5 * math.pi * (1 + 2 * torch.rand(_check_n(n), generator=generator))
+    "Points on a spiral $r \\propto \\theta$, $\\theta \\in [1.5\\pi, 4.5\\pi]$, scaled to radius 0.95, shape (n, 2)."
+    n, generator, noise = _check_n(n), check_generator(generator), _check_noise(noise)
+    theta = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator))
     x = 0.95 * torch.stack([theta * theta.cos(), theta * theta.sin()], 1) / (4.5 * math.pi)
     return x + noise * torch.randn(n, 2, generator=generator)
 
 # %% ../nbs/01_data.ipynb #f79bd9c4
+@document_params
 def two_moons(n: int, # number of points
               generator: torch.Generator | None = None, # source of randomness
               noise: float = 0.03, # std of Gaussian noise added to each point
              ) -> Tensor:
     "Two interleaved half circles, centred and scaled to x in [-0.94, 0.94], shape (n, 2)."
-    upper = torch.rand(_check_n(n), generator=generator) < 0.5
+    n, generator, noise = _check_n(n), check_generator(generator), _check_noise(noise)
+    upper = torch.rand(n, generator=generator) < 0.5
     theta = math.pi * torch.rand(n, generator=generator)
     x = torch.where(upper, theta.cos(), 1 - theta.cos())
     y = torch.where(upper, theta.sin(), 0.5 - theta.sin())
@@ -130,11 +154,13 @@ def two_moons(n: int, # number of points
     return pts + noise * torch.randn(n, 2, generator=generator)
 
 # %% ../nbs/01_data.ipynb #d62f7d2d
+@document_params
 def checkerboard(n: int, # number of points
                  generator: torch.Generator | None = None, # source of randomness
                 ) -> Tensor:
     "Uniform points on the 8 dark squares of a 4 x 4 board covering [-1, 1]^2, shape (n, 2)."
-    x = 2 * torch.rand(_check_n(n), generator=generator) - 1
+    n, generator = _check_n(n), check_generator(generator)
+    x = 2 * torch.rand(n, generator=generator) - 1
     col = ((x + 1) * 2).floor().clamp(0, 3)  # 0..3
     row = 2 * torch.randint(0, 2, (n,), generator=generator) + col % 2  # same parity as col
     y = -1 + (row + torch.rand(n, generator=generator)) / 2
@@ -143,6 +169,7 @@ def checkerboard(n: int, # number of points
 # %% ../nbs/01_data.ipynb #e35f0018
 TOY2D = ('mixture', 'swiss_roll', 'moons', 'checkerboard')
 
+@document_params
 def toy2d(name: str, # one of `TOY2D`
           n: int, # number of points
           generator: torch.Generator | None = None, # source of randomness
@@ -150,16 +177,18 @@ def toy2d(name: str, # one of `TOY2D`
     "`n` points, shape (n, 2) float32, from the 2D toy `name`, scaled to roughly [-1, 1]."
     makers = {'mixture': lambda n, g: default_mixture().sample(n, g), 'swiss_roll': swiss_roll,
               'moons': two_moons, 'checkerboard': checkerboard}
-    if name not in makers: raise ValueError(f"toy2d: unknown toy {name!r}; expected one of {TOY2D}")
-    return makers[name](_check_n(n), generator).float()
+    return makers[check_choice(name, 'name', TOY2D)](_check_n(n), check_generator(generator)).float()
 
 # %% ../nbs/01_data.ipynb #9c6f9123
+@document_params
 def stratified_split(labels: Tensor, # integer class labels, shape (B,)
                      every: int = 5, # every `every`-th item of each class goes to the test set
                     ) -> Tensor:
     "Boolean test mask, shape (B,): within each class, items `every-1`, `2*every-1`, ... in storage order."
-    if not isinstance(labels, Tensor) or labels.ndim != 1: raise ValueError("stratified_split: expected labels of shape (B,)")
-    if _check_n(every, 'every') < 2: raise ValueError(f"stratified_split: expected every >= 2, got {every}")
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels: expected an integer tensor of shape (B,), got {getattr(labels, 'dtype', labels)!r}"
+                         f" of shape {tuple(getattr(labels, 'shape', ()))}")
+    if check_int(every, 'every') < 2: raise ValueError(f"every: expected every >= 2, got {every}")
     rank = torch.zeros_like(labels)
     for c in labels.unique():
         idx = (labels == c).nonzero()[:, 0]
@@ -167,7 +196,7 @@ def stratified_split(labels: Tensor, # integer class labels, shape (B,)
     return rank % every == every - 1
 
 # %% ../nbs/01_data.ipynb #c0dff8ee
-DIGIT_SPLITS = ('train', 'test', 'all')
+DIGIT_SPLITS, DIGIT_MODES = ('train', 'test', 'all'), ('bilinear', 'bicubic', 'nearest')
 
 @lru_cache(maxsize=1)
 def _raw_digits() -> tuple[Tensor, Tensor]:
@@ -177,13 +206,13 @@ def _raw_digits() -> tuple[Tensor, Tensor]:
     return torch.from_numpy(d.images).float(), torch.from_numpy(d.target).long()
 
 # %% ../nbs/01_data.ipynb #d2d8793d
+@document_params
 def load_digits_data(size: int = 8, # output height and width in pixels
                      split: str = 'all', # 'train', 'test' or 'all'
                      mode: str = 'bilinear', # interpolation: 'bilinear', 'bicubic' or 'nearest'
                     ) -> tuple[Tensor, Tensor]:
     "The 8x8 digits as (x (B, 1, size, size) in [-1, 1], y (B,) int64), with a fixed stratified split."
-    if split not in DIGIT_SPLITS: raise ValueError(f"load_digits_data: expected split in {DIGIT_SPLITS}, got {split!r}")
-    if mode not in ('bilinear', 'bicubic', 'nearest'): raise ValueError(f"load_digits_data: unknown mode {mode!r}")
+    split, mode = check_choice(split, 'split', DIGIT_SPLITS), check_choice(mode, 'mode', DIGIT_MODES)
     size = _check_n(size, 'size')
     images, y = _raw_digits()
     x = rescale(images[:, None], 0, 16)  # (B, 1, 8, 8)
@@ -203,6 +232,7 @@ POSITIONS = ('top left', 'top', 'top right', 'left', 'centre', 'right', 'bottom 
 SIZES = ('small', 'large')
 
 # %% ../nbs/01_data.ipynb #ac0474f5
+@document_params
 @dataclass(eq=False)
 class ShapeAttrs:
     "The attributes of a batch of shapes: vocabulary indices and the exact geometry."
@@ -213,10 +243,15 @@ class ShapeAttrs:
     centre: Tensor    # (n, 2) centre (x, y) in [-1, 1], y pointing down
     radius: Tensor    # (n,) half-width of the shape, in the same units
 
+    def __post_init__(self):
+        lens = {f: len(getattr(self, f)) for f in self.__dataclass_fields__}
+        if len(set(lens.values())) != 1: raise ValueError(f"ShapeAttrs: expected fields of one length, got {lens}")
     def __len__(self): return len(self.shape)
     def __getitem__(self, i):
         "The attributes of a sub-batch: `i` is an int, a slice, an index tensor or a mask."
-        if isinstance(i, int): i = slice(i, i + 1 or None)
+        if isinstance(i, numbers.Integral) and not isinstance(i, bool):
+            if not -len(self) <= i < len(self): raise IndexError(f"ShapeAttrs: index {i} out of range for {len(self)}")
+            i = slice(int(i), int(i) + 1 or None)
         return ShapeAttrs(*(getattr(self, f)[i] for f in self.__dataclass_fields__))
 
 # %% ../nbs/01_data.ipynb #64b46380
@@ -229,18 +264,20 @@ def _where(position: str) -> str:
 @patch
 def captions(self: ShapeAttrs) -> list[str]:
     "One caption per shape, such as 'a small red circle at the top left'."
-    return [f"a {SIZES[s]} {COLOURS[c]} {SHAPES[k]} {_where(POSITIONS[p])}"
-            for k, c, p, s in zip(self.shape.tolist(), self.colour.tolist(), self.position.tolist(), self.size.tolist())]
+    return [f"a {d['size']} {d['colour']} {d['shape']} {_where(d['position'])}" for d in self.to_dicts()]
 
 @patch
 def to_dicts(self: ShapeAttrs) -> list[dict]:
     "The attributes as one dict of words per shape."
-    return [dict(shape=SHAPES[k], colour=COLOURS[c], position=POSITIONS[p], size=SIZES[s])
-            for k, c, p, s in zip(self.shape.tolist(), self.colour.tolist(), self.position.tolist(), self.size.tolist())]
+    indices = zip(*(t.tolist() for t in (self.shape, self.colour, self.position, self.size)))
+    return [dict(shape=SHAPES[k], colour=COLOURS[c], position=POSITIONS[p], size=SIZES[s]) for k, c, p, s in indices]
 
 # %% ../nbs/01_data.ipynb #78a6d2c4
-def parse_caption(caption: str) -> dict[str, int]:
+@document_params
+def parse_caption(caption: str, # a caption written by `ShapeAttrs.captions`
+                 ) -> dict[str, int]:
     "The vocabulary indices (shape, colour, position, size) named by a caption from `ShapeAttrs.captions`."
+    if not isinstance(caption, str): raise TypeError(f"caption: expected a str, got {type(caption).__name__}")
     parts = caption.split(' ', 4)  # 'a', size, colour, shape, where
     wheres = [_where(p) for p in POSITIONS]
     if (len(parts) == 5 and parts[0] == 'a' and parts[1] in SIZES and parts[2] in COLOURS
@@ -254,11 +291,12 @@ def parse_caption(caption: str) -> dict[str, int]:
 _GRID = (-0.5, 0., 0.5)  # centres of the 3 x 3 position grid
 _RADIUS = (0.18, 0.3)    # half-width of a small and a large shape
 
+@document_params
 def random_shape_attrs(n: int, # number of shapes
                        generator: torch.Generator | None = None, # source of randomness
                       ) -> ShapeAttrs:
     "Uniformly random shape, colour, position and size for `n` images, with a little jitter."
-    n = _check_n(n)
+    n, generator = _check_n(n), check_generator(generator)
     draw = lambda k: torch.randint(k, (n,), generator=generator)
     shape, colour, position, size = draw(len(SHAPES)), draw(len(COLOURS)), draw(len(POSITIONS)), draw(len(SIZES))
     grid = torch.tensor(_GRID)
@@ -268,12 +306,17 @@ def random_shape_attrs(n: int, # number of shapes
     return ShapeAttrs(shape, colour, position, size, centre, radius)
 
 # %% ../nbs/01_data.ipynb #0abb16ea
+def _check_attrs(attrs: ShapeAttrs) -> ShapeAttrs:
+    if not isinstance(attrs, ShapeAttrs): raise TypeError(f"attrs: expected a ShapeAttrs, got {type(attrs).__name__}")
+    return attrs
+
+@document_params
 def shape_masks(attrs: ShapeAttrs, # what to draw
                 size: int = 32, # height and width in pixels
                 antialias: bool = True, # soft one-pixel edges; otherwise a hard 0/1 mask
                ) -> Tensor:
     "Coverage of each pixel by each image's shape, in [0, 1], shape (n, size, size)."
-    size = _check_n(size, 'size')
+    attrs, size = _check_attrs(attrs), _check_n(size, 'size')
     u = (torch.arange(size) + 0.5) * (2 / size) - 1  # pixel centres in [-1, 1]
     dx = u.view(1, 1, size) - attrs.centre[:, 0, None, None]  # (n, 1, W)
     dy = u.view(1, size, 1) - attrs.centre[:, 1, None, None]  # (n, H, 1)
@@ -287,15 +330,17 @@ def shape_masks(attrs: ShapeAttrs, # what to draw
     return (sdf * (size / 2) + 0.5).clamp(0, 1) if antialias else (sdf > 0).float()
 
 # %% ../nbs/01_data.ipynb #15a4f9dd
+@document_params
 def draw_shapes(attrs: ShapeAttrs, # what to draw
                 size: int = 32, # height and width in pixels
                 background: float = -1., # grey level of the background in [-1, 1] (-1 is black)
                 antialias: bool = True, # soft one-pixel edges
                ) -> Tensor:
     "Render the shapes as RGB images (n, 3, size, size) in [-1, 1]."
-    if not -1 <= background <= 1: raise ValueError(f"draw_shapes: expected background in [-1, 1], got {background}")
+    attrs, size, background = _check_attrs(attrs), _check_n(size, 'size'), check_number(background, 'background')
+    if not -1 <= background <= 1: raise ValueError(f"background: expected a grey level in [-1, 1], got {background}")
     rgb = rescale(torch.tensor(list(COLOUR_RGB.values())))[attrs.colour][:, :, None, None]  # (n, 3, 1, 1)
-    out = torch.empty(len(attrs), 3, _check_n(size, 'size'), size)
+    out = torch.empty(len(attrs), 3, size, size)
     chunk = max(1, 2**21 // size**2)  # images per chunk
     for i in range(0, len(attrs), chunk):
         alpha = shape_masks(attrs[i:i + chunk], size, antialias)[:, None]  # (chunk, 1, H, W)
@@ -303,6 +348,7 @@ def draw_shapes(attrs: ShapeAttrs, # what to draw
     return out
 
 # %% ../nbs/01_data.ipynb #cdd38593
+@document_params
 def make_shapes(n: int, # number of images
                 size: int = 32, # height and width in pixels
                 generator: torch.Generator | None = None, # source of randomness
@@ -313,9 +359,11 @@ def make_shapes(n: int, # number of images
     return draw_shapes(attrs, size, background), attrs.captions(), attrs
 
 # %% ../nbs/01_data.ipynb #1182ffc6
+@document_params
 class ToSigned:
     "Transform a PIL image into a float tensor (C, H, W) in [-1, 1], resized to `size` x `size` if given."
-    def __init__(self, size: int | None = None): # output height and width; `None` keeps the image's own
+    def __init__(self, size: int | None = None, # output height and width; `None` keeps the image's own
+                ):
         self.size = None if size is None else _check_n(size, 'size')
     def __call__(self, im: Image.Image) -> Tensor:
         if not isinstance(im, Image.Image): raise TypeError(f"ToSigned: expected a PIL image, got {type(im).__name__}")
@@ -325,23 +373,35 @@ class ToSigned:
 # %% ../nbs/01_data.ipynb #51e055d7
 TORCHVISION_SETS = {'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST', 'cifar10': 'CIFAR10'}
 
+@document_params
 def load_torchvision(name: str, # 'mnist', 'fashion_mnist' or 'cifar10'
-                     root: str = 'data', # folder that holds (or will hold) the files
+                     root: str | Path | None = None, # folder that holds (or will hold) the files; None: the cache
                      train: bool = True, # the training split, else the test split
                      download: bool = True, # fetch the files if they are not in `root`
                      size: int | None = None, # resize images to `size` x `size`
                     ) -> Dataset:
     "A torchvision dataset whose items are (image (C, H, W) in [-1, 1], label)."
-    if name not in TORCHVISION_SETS: raise ValueError(f"load_torchvision: unknown dataset {name!r}; expected one of {tuple(TORCHVISION_SETS)}")
+    cls_name = TORCHVISION_SETS[check_choice(name, 'name', tuple(TORCHVISION_SETS))]
     from torchvision import datasets  # imported here: only this function needs it
-    cls = getattr(datasets, TORCHVISION_SETS[name])
-    return cls(root=str(root), train=train, download=download, transform=ToSigned(size))
+    cls, root = getattr(datasets, cls_name), Path(cache_dir('data') if root is None else root)
+    try: return cls(root=str(root), train=train, download=download, transform=ToSigned(size))
+    except (RuntimeError, OSError) as e:
+        if not download: raise FileNotFoundError(f"load_torchvision: {name} not found in {root};"
+                                                 " pass download=True to fetch it") from e
+        urls = ', '.join(getattr(cls, 'mirrors', None) or [getattr(cls, 'url', cls_name)])
+        raise RuntimeError(f"load_torchvision: could not download {name} into {root} (tried {urls}): {e}."
+                           " Without a network, copy torchvision's files for it into that folder") from e
 
 # %% ../nbs/01_data.ipynb #0c4ce45c
+@document_params
 class ArrayDataset(Dataset):
     "Index equal-length arrays (tensors or lists) together; one array gives bare items, several give tuples."
-    def __init__(self, *arrays):
+    def __init__(self, *arrays, # equal-length tensors or lists
+                ):
         if not arrays: raise ValueError("ArrayDataset: expected at least one array")
+        for a in arrays:
+            if isinstance(a, (str, bytes)) or not hasattr(a, '__len__') or not hasattr(a, '__getitem__'):
+                raise TypeError(f"ArrayDataset: expected arrays (tensors or lists), got {type(a).__name__}")
         lens = [len(a) for a in arrays]
         if len(set(lens)) != 1: raise ValueError(f"ArrayDataset: expected arrays of equal length, got lengths {lens}")
         self.arrays = arrays
@@ -350,8 +410,30 @@ class ArrayDataset(Dataset):
         items = tuple(a[i] for a in self.arrays)
         return items[0] if len(items) == 1 else items
 
+# %% ../nbs/01_data.ipynb #5c84b2bc
+def _as_dataset(data: Any) -> Dataset:
+    "A dataset, tensor, array, tuple of arrays or list of items, as a `Dataset`."
+    if isinstance(data, Dataset): return data
+    if isinstance(data, np.ndarray): data = torch.from_numpy(data)
+    if isinstance(data, Tensor) and data.ndim == 0: raise ValueError("data: expected a batch, got a 0-dim tensor")
+    if isinstance(data, Tensor): return ArrayDataset(data)
+    if isinstance(data, tuple): return ArrayDataset(*data)
+    if not isinstance(data, list):
+        raise TypeError("data: expected a Dataset, a Tensor, a tuple of arrays or a list of items,"
+                        f" got {type(data).__name__}")
+    if data and all(isinstance(t, Tensor) for t in data):  # a list of tensor items, such as images: stack them
+        shapes = sorted({tuple(t.shape) for t in data})
+        if len(shapes) > 1: raise ValueError(f"data: a list holds items, which must share one shape, got {shapes};"
+                                             " pass parallel arrays, such as (images, labels), as a tuple")
+        return ArrayDataset(torch.stack(data))
+    if any(isinstance(t, (Tensor, np.ndarray, list, tuple)) for t in data):
+        raise TypeError("data: a list holds items, and these are a mix of arrays and other things;"
+                        " pass parallel arrays, such as (images, captions), as a tuple")
+    return ArrayDataset(data)
+
 # %% ../nbs/01_data.ipynb #254a445c
-def make_loader(data: Dataset | Tensor | tuple, # a dataset, a tensor, or a tuple of equal-length arrays
+@document_params
+def make_loader(data: Dataset | Tensor | tuple | list, # a dataset, a tensor, a tuple of arrays or a list of items
                 batch_size: int, # items per batch
                 shuffle: bool = True, # visit the items in a random order each epoch
                 seed: int = 0, # seed of the shuffle
@@ -359,22 +441,25 @@ def make_loader(data: Dataset | Tensor | tuple, # a dataset, a tensor, or a tupl
                 **kwargs, # passed on to `DataLoader` (such as `num_workers`)
                ) -> DataLoader:
     "A `DataLoader` whose shuffle is reproducible from `seed`."
-    if isinstance(data, Tensor): data = ArrayDataset(data)
-    elif isinstance(data, (tuple, list)): data = ArrayDataset(*data)
-    elif not isinstance(data, Dataset): raise TypeError(f"make_loader: expected a Dataset, a Tensor or a tuple of arrays, got {type(data).__name__}")
-    batch_size = _check_n(batch_size, 'batch_size')
+    data, batch_size, seed = _as_dataset(data), _check_n(batch_size, 'batch_size'), check_int(seed, 'seed', 0)
+    if len(data) == 0: raise ValueError("data: expected at least one item, got an empty dataset")
+    for k, v in dict(shuffle=shuffle, drop_last=drop_last).items():
+        if not isinstance(v, (bool, np.bool_)): raise TypeError(f"{k}: expected a bool, got {type(v).__name__}")
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=make_generator(seed) if shuffle else None, **kwargs)
 
 # %% ../nbs/01_data.ipynb #943a68d5
 DATASETS = ('digits', 'shapes', *TOY2D, *TORCHVISION_SETS)
 
+@document_params
 def load_dataset(name: str, # one of `DATASETS`
                  **kwargs, # passed on to the loader of that dataset
                 ) -> Tensor | tuple | Dataset:
     "Load any diffnb dataset by name; every image or point is scaled to [-1, 1]."
-    if name == 'digits': return load_digits_data(**kwargs)
-    if name == 'shapes': return make_shapes(**kwargs)
-    if name in TOY2D: return toy2d(name, **kwargs)
-    if name in TORCHVISION_SETS: return load_torchvision(name, **kwargs)
-    raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of {DATASETS}")
+    check_choice(name, 'name', DATASETS)
+    loader = {'digits': load_digits_data, 'shapes': make_shapes}.get(name)
+    if loader is None: loader = functools.partial(toy2d if name in TOY2D else load_torchvision, name)
+    params = inspect.signature(loader).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown: raise TypeError(f"load_dataset({name!r}): unexpected argument(s) {unknown}; it takes {list(params)}")
+    return loader(**kwargs)
