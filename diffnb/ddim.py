@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
-from .core import document_params
+from .core import check_generator, check_number, document_params
 from .forward import NoiseSchedule
 from .losses import check_pred_type, eps_x0_from_pred
 from .sampling import SamplerBase
@@ -21,15 +21,12 @@ from .sampling import SamplerBase
 __all__ = ['DDIMSampler', 'ddim_invert', 'slerp']
 
 # %% ../nbs/60_ddim.ipynb #7d10c001
-def _check_real(v, name: str, lo: float, hi: float, hi_open: bool = False) -> float:
-    "`v` as a float in [lo, hi] (or [lo, hi)): NumPy numbers and 1-element tensors pass; bools, strings, NaN do not."
-    if isinstance(v, Tensor) and v.numel() == 1 and v.dtype != torch.bool: v = v.item()
-    interval = f"[{lo}, {hi}{')' if hi_open else ']'}"
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name}: expected a number in {interval}, got {v!r}")
-    if not (lo <= v < hi if hi_open else lo <= v <= hi):
-        raise ValueError(f"{name}: expected a number in {interval}, got {v!r}")
-    return float(v)
+def _check_unit(v, name: str, hi_open: bool = False) -> float:
+    "`v` as a float in [0, 1] (or [0, 1) if `hi_open`): a number as `check_number` takes it, in range."
+    v = check_number(v.reshape(()) if isinstance(v, Tensor) and v.numel() == 1 else v, name)
+    if not (0 <= v < 1 if hi_open else 0 <= v <= 1):
+        raise ValueError(f"{name}: expected a number in [0, 1{')' if hi_open else ']'}, got {v}")
+    return v
 
 def _check_bool(v, name: str) -> bool:
     "`v` as a bool if it is one (NumPy bools too), else a TypeError."
@@ -54,7 +51,7 @@ class DDIMSampler(SamplerBase):
                  rederive_eps: bool = True, # after clipping, recompute eps from the clipped x0_hat (diffusers: False)
                  **kwargs, # clipping, thresholding and spacing, as in `SamplerBase`
                 ):
-        self.eta = _check_real(eta, 'eta', 0, 1)
+        self.eta = _check_unit(eta, 'eta')
         self.set_alpha_to_one = _check_bool(set_alpha_to_one, 'set_alpha_to_one')
         self.rederive_eps = _check_bool(rederive_eps, 'rederive_eps')
         super().__init__(schedule, **kwargs)
@@ -111,10 +108,7 @@ def coefs(self: DDIMSampler,
 def _noise(self: DDIMSampler, xt: Tensor, generator, noise) -> Tensor:
     "Standard normal noise shaped like `xt`: `noise` after checking it, else drawn from `generator`."
     if noise is None:
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator such as make_generator({generator!r}), "
-                            f"got {type(generator).__name__}")
-        return torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
+        return torch.randn(xt.shape, generator=check_generator(generator), device=xt.device, dtype=xt.dtype)
     _check_tensor(noise, 'noise')
     if noise.shape != xt.shape:
         raise ValueError(f"noise: expected shape {tuple(xt.shape)} to match xt, got {tuple(noise.shape)}")
@@ -236,7 +230,7 @@ def slerp(a: Tensor, # start: a batch of noises (B, ...), each row interpolated 
          ) -> Tensor:
     "Spherical linear interpolation from `a` to `b`, per sample: keeps the norm of noise where lerp shrinks it."
     _check_pair(a, b)
-    w, dot_threshold = _check_real(w, 'w', 0, 1), _check_real(dot_threshold, 'dot_threshold', 0, 1, hi_open=True)
+    w, dot_threshold = _check_unit(w, 'w'), _check_unit(dot_threshold, 'dot_threshold', hi_open=True)
     fa, fb = (v.reshape(v.shape[0], -1) if v.ndim > 1 else v.reshape(1, -1) for v in (a, b))  # (B, D)
     cos = ((fa * fb).sum(1) / (fa.norm(dim=1) * fb.norm(dim=1)).clamp(min=1e-30)).clamp(-1, 1)[:, None]
     theta = cos.acos()

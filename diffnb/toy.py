@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from fastcore.basics import patch
+from .core import check_generator, check_int, check_number, document_params
 from .forward import NoiseSchedule
 from .losses import check_pred_type, diffusion_loss
 from .data import GaussianMixture
@@ -34,6 +35,7 @@ def _check_points(x, name: str, shape: str = '(n, D) with n > 0', d: int | None 
     return x
 
 # %% ../nbs/30_toy2d.ipynb #6c0a1e52
+@document_params
 class MixtureOracle:
     "The exact E[eps | x_t] for Gaussian-mixture data: the optimal eps-denoiser `(xt, t, cond=None) -> eps`."
     pred_type = 'eps'
@@ -79,6 +81,7 @@ def _score64(self: MixtureOracle, x: Tensor, # noisy points, (B, D), float64
     return ((r / var)[:, :, None] * diff).sum(1)
 
 @patch
+@document_params
 def score(self: MixtureOracle, xt: Tensor, # noisy points, (B, D)
           t: int | Tensor, # timesteps, scalar or (B,)
          ) -> Tensor:
@@ -87,6 +90,7 @@ def score(self: MixtureOracle, xt: Tensor, # noisy points, (B, D)
     return self._score64(x, alpha_bar).to(xt.device, xt.dtype)
 
 @patch
+@document_params
 def __call__(self: MixtureOracle, xt: Tensor, # noisy points, (B, D)
              t: int | Tensor, # timesteps, scalar or (B,)
              cond=None, # ignored: the mixture is unconditional
@@ -108,21 +112,7 @@ def _w2_sq_1d(a: Tensor, # sorted values, (n, P)
     return (width.to(a.device)[:, None] * (a[ia] - b[ib]) ** 2).sum(0)
 
 # %% ../nbs/30_toy2d.ipynb #8b3e4ea6
-def _check_int(v, name: str, lo: int = 1) -> int:
-    "`v` as an int if it is one (NumPy integers too, bools not) and at least `lo`, else a clear error."
-    what = 'a positive int' if lo == 1 else f'an int >= {lo}'
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name}: expected {what}, got {v!r}")
-    if v < lo: raise ValueError(f"{name}: expected {what}, got {v!r}")
-    return int(v)
-
-def _check_generator(generator) -> torch.Generator | None:
-    "`generator` if it is None or a torch.Generator; a seed or anything else is a TypeError."
-    if generator is None or isinstance(generator, torch.Generator): return generator
-    raise TypeError(f"generator: expected a torch.Generator such as make_generator({generator!r}), "
-                    f"got {type(generator).__name__}")
-
-# %% ../nbs/30_toy2d.ipynb #8b3e4ea7
+@document_params
 def sliced_wasserstein(x: Tensor, # points, (n, D)
                        y: Tensor, # points, (m, D); m may differ from n
                        n_proj: int = 256, # number of random directions
@@ -131,14 +121,15 @@ def sliced_wasserstein(x: Tensor, # points, (n, D)
     "Sliced 2-Wasserstein distance: sqrt of the mean, over random unit directions, of W2^2 between the projected sets."
     _check_points(x, 'x')
     _check_points(y, 'y', f'(m, {x.shape[1]}) with m > 0, to match x', x.shape[1])
-    n_proj, dev = _check_int(n_proj, 'n_proj'), _f64_device(x.device)
-    theta = torch.randn(n_proj, x.shape[1], generator=_check_generator(generator), dtype=torch.float64,
+    n_proj, dev = check_int(n_proj, 'n_proj', 1), _f64_device(x.device)
+    theta = torch.randn(n_proj, x.shape[1], generator=check_generator(generator), dtype=torch.float64,
                         device=generator.device if generator is not None else dev).to(dev)
     theta = theta / theta.norm(dim=1, keepdim=True)  # (P, D), uniform on the sphere
     px, py = x.to(dev, torch.float64) @ theta.T, y.to(dev, torch.float64) @ theta.T  # (n, P), (m, P)
     return _w2_sq_1d(px.sort(0).values, py.sort(0).values).mean().sqrt().to(x.device, x.dtype)
 
 # %% ../nbs/30_toy2d.ipynb #deb27d1b
+@document_params
 class ToyMLP(nn.Module):
     "A residual MLP denoiser for points (B, D) with sinusoidal time features; predicts `pred_type` ('eps' by default)."
     def __init__(self,
@@ -150,12 +141,12 @@ class ToyMLP(nn.Module):
                  n_steps: int = 1000, # T of the schedule it is trained with: t must lie in [0, T)
                 ):
         super().__init__()
-        dim, hidden, n_freqs = _check_int(dim, 'dim'), _check_int(hidden, 'hidden'), _check_int(n_freqs, 'n_freqs')
-        self.dim, self.n_steps, self.pred_type = dim, _check_int(n_steps, 'n_steps'), check_pred_type(pred_type)
+        dim, hidden, n_freqs = (check_int(v, k, 1) for k, v in (('dim', dim), ('hidden', hidden), ('n_freqs', n_freqs)))
+        self.dim, self.n_steps, self.pred_type = dim, check_int(n_steps, 'n_steps', 1), check_pred_type(pred_type)
         self.register_buffer('freqs', torch.exp(-math.log(10_000) * torch.arange(n_freqs) / n_freqs), persistent=False)
         self.inp = nn.Linear(dim, hidden)
         self.time = nn.Sequential(nn.Linear(2 * n_freqs, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(_check_int(n_layers, 'n_layers', lo=0)))
+        self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(check_int(n_layers, 'n_layers', 0)))
         self.out = nn.Linear(hidden, dim)
 
 # %% ../nbs/30_toy2d.ipynb #3a866e8a
@@ -179,6 +170,7 @@ def _check_inputs(self: ToyMLP, xt: Tensor, # noisy points, (B, D)
     return t
 
 @patch
+@document_params
 def forward(self: ToyMLP, xt: Tensor, # noisy points, (B, D)
             t: int | Tensor, # integer timesteps in [0, n_steps), scalar or (B,)
             cond=None, # ignored: the toy model is unconditional
@@ -200,10 +192,8 @@ def _check_train_args(model, data_fn, schedule, lr, generator) -> Tensor:
     if not isinstance(schedule, NoiseSchedule): raise TypeError(f"schedule: expected a NoiseSchedule, got {schedule!r}")
     if getattr(model, 'n_steps', schedule.n_steps) < schedule.n_steps:
         raise ValueError(f"model: built for n_steps={model.n_steps}, but the schedule has {schedule.n_steps} steps")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr: expected a positive number, got {lr!r}")
-    if not 0 < lr < math.inf: raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    _check_generator(generator)
+    if check_number(lr, 'lr') <= 0: raise ValueError(f"lr: expected a positive number, got {lr!r}")
+    check_generator(generator)
     return param
 
 def _check_batch(x0, batch_size: int, param: Tensor) -> Tensor:
@@ -216,6 +206,7 @@ def _check_batch(x0, batch_size: int, param: Tensor) -> Tensor:
     return x0.to(param.device, param.dtype)
 
 # %% ../nbs/30_toy2d.ipynb #4e2c5d81
+@document_params
 def train_toy(model: nn.Module, # a denoiser with parameters, e.g. `ToyMLP`
               data_fn: Callable, # `data_fn(n, generator) -> (n, D)` clean samples
               schedule: NoiseSchedule, # the forward process
@@ -226,7 +217,7 @@ def train_toy(model: nn.Module, # a denoiser with parameters, e.g. `ToyMLP`
               weighting: str = 'simple', # loss weighting, passed to `diffusion_loss`
              ) -> list[float]:
     "Train `model` with `diffusion_loss` (L_simple by default, DDPM Algorithm 1); return the loss at every step."
-    steps, batch_size = _check_int(steps, 'steps'), _check_int(batch_size, 'batch_size')
+    steps, batch_size = check_int(steps, 'steps', 1), check_int(batch_size, 'batch_size', 1)
     param = _check_train_args(model, data_fn, schedule, lr, generator)
     opt = torch.optim.AdamW(model.parameters(), lr=float(lr))
     decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
