@@ -7,95 +7,206 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
+import numpy as np
 import torch
 from torch import Tensor
 from fastcore.basics import patch
-from .core import expand_to
+from .core import expand_to, document_params, check_int, check_number, check_generator, check_choice
 from .forward import NoiseSchedule
 from .elbo import model_variance, q_posterior, normal_kl, discretized_gaussian_log_likelihood
 
 # %% auto #0
 __all__ = ['PRED_TYPES', 'WEIGHTINGS', 'LOSS_WEIGHTINGS', 'check_pred_type', 'x0_from_eps', 'eps_from_x0', 'schedule_angle',
            'v_from_x0_eps', 'x0_from_v', 'eps_from_v', 'eps_x0_from_pred', 'target_from', 'convert_pred',
-           'vlb_weight_x0', 'loss_weight', 'drop_cond', 'LossAwareSampler', 'learned_log_variance', 'learned_vlb_term',
-           'diffusion_loss']
+           'undefined_timesteps', 'vlb_weight_x0', 'loss_weight', 'drop_cond', 'LossAwareSampler',
+           'learned_log_variance', 'learned_vlb_term', 'diffusion_loss']
 
 # %% ../nbs/21_losses.ipynb #975c6098
 PRED_TYPES = ('eps', 'x0', 'v')
 
+@document_params
 def check_pred_type(pred_type: str, # the name to check
+                    name: str = 'pred_type', # the argument's name, for the message
                    ) -> str:
-    "Return `pred_type` if it is one of `PRED_TYPES`, else raise."
-    if pred_type not in PRED_TYPES: raise ValueError(f"pred_type: expected one of {PRED_TYPES}, got {pred_type!r}")
-    return pred_type
+    "Return `pred_type` if it is one of `PRED_TYPES`, else a ValueError (a TypeError if not a str) naming `name`."
+    return check_choice(pred_type, name, PRED_TYPES)
+
+# %% ../nbs/21_losses.ipynb #c0a1e002
+def _check_schedule(schedule: Any) -> NoiseSchedule:
+    "`schedule` if it is a `NoiseSchedule`, else a TypeError."
+    if isinstance(schedule, NoiseSchedule): return schedule
+    raise TypeError("schedule: expected a NoiseSchedule such as NoiseSchedule.from_name('cosine'), "
+                    f"got {type(schedule).__name__}")
+
+def _check_float(x: Any, name: str) -> Tensor:
+    "`x` if it is a floating-point tensor with a batch dimension, else an error that names `name`."
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        if isinstance(x, np.ndarray): got = 'a NumPy array (convert it with torch.from_numpy)'
+        raise TypeError(f"{name}: expected a floating-point tensor, got {got}")
+    if x.ndim == 0: raise ValueError(f"{name}: expected a batch (B, ...), got a 0-dim tensor")
+    return x
+
+# %% ../nbs/21_losses.ipynb #c0a1e003
+def _check_like(x: Any, name: str, ref: Tensor, ref_name: str) -> Tensor:
+    "`x` if it is a floating-point tensor of `ref`'s shape, cast to `ref`'s dtype; else an error that names `name`."
+    if _check_float(x, name).shape != ref.shape:
+        raise ValueError(f"{name}: expected shape {tuple(ref.shape)} to match {ref_name}, got {tuple(x.shape)}")
+    return x.to(ref.dtype)
+
+def _check_args(schedule: Any, x: Any, x_name: str, y: Any, y_name: str) -> Tensor:
+    "Check a conversion's arguments (a schedule, a float tensor `x`, and `y` like it); return `y`."
+    _check_schedule(schedule)
+    return _check_like(y, y_name, _check_float(x, x_name), x_name)
+
+# %% ../nbs/21_losses.ipynb #c0a1e004
+def _divisor(schedule: NoiseSchedule, values: Tensor, t: int | Tensor, x: Tensor, what: str, where: str) -> Tensor:
+    "`values[t]` shaped to broadcast against `x`; a zero raises, since the conversion `what` divides by it."
+    d = schedule.gather(values, t, x)
+    zero = (d == 0).reshape(-1)
+    if zero.any():
+        bad = sorted(set(schedule.check_t(t, batch=len(x))[zero.to(schedule.device)].tolist()))
+        raise ValueError(f"t: {what} is undefined at t={', '.join(map(str, bad))}, where {where}")
+    return d
 
 # %% ../nbs/21_losses.ipynb #0ce685ae
-def x0_from_eps(schedule: NoiseSchedule, xt: Tensor, t: int | Tensor, eps: Tensor) -> Tensor:
+@document_params
+def x0_from_eps(schedule: NoiseSchedule, # the noise schedule
+                xt: Tensor, # noisy data x_t, (B, ...)
+                t: int | Tensor, # timesteps, scalar or (B,)
+                eps: Tensor, # the noise, shaped like `xt`
+               ) -> Tensor:
     "x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar), inverting DDPM eq. 4."
-    return (xt - schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt) * eps) / schedule.gather(schedule.sqrt_alpha_bar, t, xt)
+    eps = _check_args(schedule, xt, 'xt', eps, 'eps')
+    sqrt_alpha_bar = _divisor(schedule, schedule.sqrt_alpha_bar, t, xt, 'x0 from eps',
+                              "alpha_bar = 0 (zero terminal SNR); predict 'v' or 'x0' there, or skip that t")
+    return (xt - schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt) * eps) / sqrt_alpha_bar
 
-def eps_from_x0(schedule: NoiseSchedule, xt: Tensor, t: int | Tensor, x0: Tensor) -> Tensor:
+# %% ../nbs/21_losses.ipynb #c0a1e006
+@document_params
+def eps_from_x0(schedule: NoiseSchedule, # the noise schedule
+                xt: Tensor, # noisy data x_t, (B, ...)
+                t: int | Tensor, # timesteps, scalar or (B,)
+                x0: Tensor, # the clean data, shaped like `xt`
+               ) -> Tensor:
     "eps = (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar)."
-    return (xt - schedule.gather(schedule.sqrt_alpha_bar, t, xt) * x0) / schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt)
+    x0 = _check_args(schedule, xt, 'xt', x0, 'x0')
+    sqrt_one_minus_alpha_bar = _divisor(schedule, schedule.sqrt_one_minus_alpha_bar, t, xt, 'eps from x0',
+                                        'alpha_bar = 1 (no noise at all)')
+    return (xt - schedule.gather(schedule.sqrt_alpha_bar, t, xt) * x0) / sqrt_one_minus_alpha_bar
 
 # %% ../nbs/21_losses.ipynb #a502e225
+@document_params
 def schedule_angle(schedule: NoiseSchedule, # any schedule
                   ) -> Tensor:
-    "The angle phi_t in [0, pi/2] with cos(phi_t) = sqrt(alpha_bar_t), sin(phi_t) = sqrt(1 - alpha_bar_t), shape (T,)."
-    return torch.atan2(schedule.sqrt_one_minus_alpha_bar, schedule.sqrt_alpha_bar)
+    "The angle phi_t in [0, pi/2] with cos(phi_t) = sqrt(alpha_bar_t) and sin(phi_t) = sqrt(1 - alpha_bar_t), (T,)."
+    return torch.atan2(_check_schedule(schedule).sqrt_one_minus_alpha_bar, schedule.sqrt_alpha_bar)
+
+def _cos_sin(schedule: NoiseSchedule, t: int | Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    "cos(phi_t) = sqrt(alpha_bar_t) and sin(phi_t) = sqrt(1 - alpha_bar_t), shaped to broadcast against `x`."
+    return schedule.gather(schedule.sqrt_alpha_bar, t, x), schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, x)
 
 # %% ../nbs/21_losses.ipynb #78002721
-def v_from_x0_eps(schedule: NoiseSchedule, x0: Tensor, t: int | Tensor, eps: Tensor) -> Tensor:
+@document_params
+def v_from_x0_eps(schedule: NoiseSchedule, # the noise schedule
+                  x0: Tensor, # clean data, (B, ...)
+                  t: int | Tensor, # timesteps, scalar or (B,)
+                  eps: Tensor, # the noise, shaped like `x0`
+                 ) -> Tensor:
     "v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022, section 4)."
-    return schedule.gather(schedule.sqrt_alpha_bar, t, x0) * eps - schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, x0) * x0
+    eps = _check_args(schedule, x0, 'x0', eps, 'eps')
+    cos, sin = _cos_sin(schedule, t, x0)
+    return cos * eps - sin * x0
 
-def x0_from_v(schedule: NoiseSchedule, xt: Tensor, t: int | Tensor, v: Tensor) -> Tensor:
-    "x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v."
-    return schedule.gather(schedule.sqrt_alpha_bar, t, xt) * xt - schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt) * v
+# %% ../nbs/21_losses.ipynb #c0a1e009
+@document_params
+def x0_from_v(schedule: NoiseSchedule, # the noise schedule
+              xt: Tensor, # noisy data x_t, (B, ...)
+              t: int | Tensor, # timesteps, scalar or (B,)
+              v: Tensor, # the velocity, shaped like `xt`
+             ) -> Tensor:
+    "x0 = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v: the first row of the inverse rotation."
+    v = _check_args(schedule, xt, 'xt', v, 'v')
+    cos, sin = _cos_sin(schedule, t, xt)
+    return cos * xt - sin * v
 
-def eps_from_v(schedule: NoiseSchedule, xt: Tensor, t: int | Tensor, v: Tensor) -> Tensor:
-    "eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v."
-    return schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt) * xt + schedule.gather(schedule.sqrt_alpha_bar, t, xt) * v
+@document_params
+def eps_from_v(schedule: NoiseSchedule, # the noise schedule
+               xt: Tensor, # noisy data x_t, (B, ...)
+               t: int | Tensor, # timesteps, scalar or (B,)
+               v: Tensor, # the velocity, shaped like `xt`
+              ) -> Tensor:
+    "eps = sqrt(1 - alpha_bar) x_t + sqrt(alpha_bar) v: the second row of the inverse rotation."
+    v = _check_args(schedule, xt, 'xt', v, 'v')
+    cos, sin = _cos_sin(schedule, t, xt)
+    return sin * xt + cos * v
 
 # %% ../nbs/21_losses.ipynb #a98fa32a
-def eps_x0_from_pred(schedule: NoiseSchedule, pred: Tensor, # the model's output
+@document_params
+def eps_x0_from_pred(schedule: NoiseSchedule, # the schedule the model was trained with
+                     pred: Tensor, # the model's output
                      xt: Tensor, # the noisy input it saw
                      t: int | Tensor, # its timesteps
                      pred_type: str, # what the model predicts: 'eps', 'x0' or 'v'
                     ) -> tuple[Tensor, Tensor]:
     "Both eps and x0 from a prediction of any type, so samplers never care which one a model predicts."
     check_pred_type(pred_type)
-    if pred.shape != xt.shape: raise ValueError(f"pred: expected shape {tuple(xt.shape)} to match xt, got {tuple(pred.shape)}")
+    pred = _check_args(schedule, xt, 'xt', pred, 'pred')
     if pred_type == 'eps': return pred, x0_from_eps(schedule, xt, t, pred)
     if pred_type == 'x0': return eps_from_x0(schedule, xt, t, pred), pred
     return eps_from_v(schedule, xt, t, pred), x0_from_v(schedule, xt, t, pred)
 
-def target_from(schedule: NoiseSchedule, x0: Tensor, t: int | Tensor, eps: Tensor, pred_type: str) -> Tensor:
+# %% ../nbs/21_losses.ipynb #c0a1e00a
+@document_params
+def target_from(schedule: NoiseSchedule, # the noise schedule
+                x0: Tensor, # the clean data, (B, ...)
+                t: int | Tensor, # timesteps, scalar or (B,)
+                eps: Tensor, # the noise that made x_t, shaped like `x0`
+                pred_type: str, # the target's type: 'eps', 'x0' or 'v'
+               ) -> Tensor:
     "The regression target for `pred_type`, given the clean data and the noise that made x_t."
     check_pred_type(pred_type)
-    return {'eps': lambda: eps, 'x0': lambda: x0, 'v': lambda: v_from_x0_eps(schedule, x0, t, eps)}[pred_type]()
+    eps = _check_args(schedule, x0, 'x0', eps, 'eps')
+    if pred_type == 'v': return v_from_x0_eps(schedule, x0, t, eps)
+    return eps if pred_type == 'eps' else x0
 
 # %% ../nbs/21_losses.ipynb #72d1c088
-def convert_pred(schedule: NoiseSchedule, pred: Tensor, # a prediction of type `from_type`
+@document_params
+def convert_pred(schedule: NoiseSchedule, # the noise schedule
+                 pred: Tensor, # a prediction of type `from_type`
                  xt: Tensor, # the noisy input it was made from
                  t: int | Tensor, # its timesteps
                  from_type: str, # 'eps', 'x0' or 'v'
                  to_type: str, # 'eps', 'x0' or 'v'
                 ) -> Tensor:
     "Re-express a prediction of `from_type` as one of `to_type`, through the schedule."
-    check_pred_type(to_type)
+    check_pred_type(from_type, 'from_type'); check_pred_type(to_type, 'to_type')
+    if from_type == to_type: return _check_args(schedule, xt, 'xt', pred, 'pred')
     eps, x0 = eps_x0_from_pred(schedule, pred, xt, t, from_type)
-    return pred if from_type == to_type else target_from(schedule, x0, t, eps, to_type)
+    return target_from(schedule, x0, t, eps, to_type)
+
+# %% ../nbs/21_losses.ipynb #c0a1e00d
+@document_params
+def undefined_timesteps(schedule: NoiseSchedule, # the noise schedule
+                        pred_type: str, # 'eps', 'x0' or 'v'
+                       ) -> list[int]:
+    "The t where a `pred_type` prediction cannot give x0 and eps: alpha_bar = 0 for eps, 1 for x0, none for v."
+    check_pred_type(pred_type)
+    divisor = {'eps': 'sqrt_alpha_bar', 'x0': 'sqrt_one_minus_alpha_bar'}.get(pred_type)
+    if divisor is None: return []
+    return (getattr(_check_schedule(schedule), divisor) == 0).nonzero().flatten().tolist()
 
 # %% ../nbs/21_losses.ipynb #ddf780b6
 WEIGHTINGS = ('simple', 'min_snr', 'vlb')
 
+@document_params
 def vlb_weight_x0(schedule: NoiseSchedule, # any schedule
                  ) -> Tensor:
-    "w_t with L_{t-1} = w_t ||x0 - x0_hat||^2: posterior_coef_x0^2 / (2 sigma^2), sigma^2 = beta_tilde clipped at t = 0, shape (T,)."
-    return schedule.posterior_coef_x0 ** 2 / (2 * model_variance(schedule, 'beta_tilde'))
+    "w_t of L_{t-1} = w_t ||x0 - x0_hat||^2: posterior_coef_x0^2 / (2 beta_tilde), beta_tilde clipped at t = 0; (T,)."
+    return _check_schedule(schedule).posterior_coef_x0 ** 2 / (2 * model_variance(schedule, 'beta_tilde'))
 
 # %% ../nbs/21_losses.ipynb #dd9f9a63
+@document_params
 def loss_weight(schedule: NoiseSchedule, # the schedule the loss is trained on
                 objective: str = 'eps', # the space of the squared error: 'eps', 'x0' or 'v'
                 weighting: str = 'simple', # one of `WEIGHTINGS`
@@ -103,39 +214,56 @@ def loss_weight(schedule: NoiseSchedule, # the schedule the loss is trained on
                 min_snr_gamma: float = 5.0, # gamma of Min-SNR weighting
                ) -> Tensor:
     "The per-timestep weight w_t of the squared error of `objective` under `weighting`, shape (T,) or t's shape."
-    check_pred_type(objective)
-    if weighting not in WEIGHTINGS: raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
-    if not min_snr_gamma > 0: raise ValueError(f"min_snr_gamma: expected a positive number, got {min_snr_gamma!r}")
-    snr = schedule.snr
+    _check_schedule(schedule); check_pred_type(objective, 'objective')
+    check_choice(weighting, 'weighting', WEIGHTINGS)
+    gamma, snr = _check_positive(min_snr_gamma, 'min_snr_gamma'), schedule.snr
     if weighting == 'simple': w = torch.ones_like(snr)
     elif weighting == 'min_snr':
-        w_x0 = snr.clamp(max=min_snr_gamma)
-        w = {'eps': (min_snr_gamma / snr).clamp(max=1), 'x0': w_x0, 'v': w_x0 / (snr + 1)}[objective]
+        w_x0 = snr.clamp(max=gamma)
+        w = {'eps': (gamma / snr).clamp(max=1), 'x0': w_x0, 'v': w_x0 / (snr + 1)}[objective]
     else:
         w_x0 = vlb_weight_x0(schedule)
         w = {'eps': w_x0 / snr, 'x0': w_x0, 'v': w_x0 / (snr + 1)}[objective]
     return w if t is None else w[schedule.check_t(t)]
 
+def _check_positive(v: Any, name: str) -> float:
+    "`v` as a float if it is a finite number > 0, else a TypeError or ValueError that names `name`."
+    if check_number(v, name) <= 0: raise ValueError(f"{name}: expected a number > 0, got {v!r}")
+    return float(v)
+
 # %% ../nbs/21_losses.ipynb #2c09fedf
-def drop_cond(cond: Tensor | list | tuple | None, # a batch's conditioning: tensor (B, ...), list of B items, or a tuple
+@document_params
+def drop_cond(cond: Tensor | list | tuple | None, # a batch's conditioning: (B, ...) tensor, list of B items, or a tuple
               p_uncond: float = 0.0, # probability that a row gets `null_cond`
-              null_cond: Any = None, # a scalar, a row of cond, or a list item; for a tuple, a tuple of rows. None: zeros
+              null_cond: Any = None, # a scalar, a row, or a list item; for a tuple, a tuple of rows. None: zeros
               generator: torch.Generator | None = None, # draws the dropout mask
              ) -> tuple[Tensor | list | tuple | None, Tensor | None]:
     "Replace a random fraction `p_uncond` of the rows of `cond` by `null_cond`; return the new cond and the (B,) mask."
-    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0 <= p_uncond <= 1:
-        raise ValueError(f"p_uncond: expected a probability in [0, 1], got {p_uncond!r}")
+    p_uncond, generator = _check_probability(p_uncond, 'p_uncond'), check_generator(generator)
     if cond is None:
         if p_uncond > 0: raise ValueError(f"p_uncond={p_uncond} needs a cond to drop, got cond=None")
         return None, None
-    if not isinstance(cond, (Tensor, list, tuple)): raise TypeError(f"cond: expected a Tensor or a list, got {type(cond).__name__}")
-    if isinstance(cond, Tensor) and cond.ndim == 0: raise ValueError("cond: expected a batch dimension, got a 0-d tensor")
-    if _is_structured(cond): return _drop_structured(cond, p_uncond, null_cond, generator)
-    drop = torch.rand(len(cond), generator=generator, device=generator.device if generator is not None else 'cpu') < p_uncond
+    if _is_structured(_check_cond_kind(cond)): return _drop_structured(cond, p_uncond, null_cond, generator)
+    dev = generator.device if generator is not None else 'cpu'
+    drop = torch.rand(len(cond), generator=generator, device=dev) < p_uncond
     if not isinstance(cond, Tensor): return [null_cond if d else c for c, d in zip(cond, drop.tolist())], drop
-    return torch.where(expand_to(drop.to(cond.device), cond), _null_like(cond, null_cond), cond), drop.to(cond.device)
+    drop = drop.to(cond.device)
+    return torch.where(expand_to(drop, cond), _null_like(cond, null_cond), cond), drop
 
 # %% ../nbs/21_losses.ipynb #9a0026ae
+def _check_probability(p: Any, name: str) -> float:
+    "`p` as a float if it is a number in [0, 1], else a TypeError or ValueError that names `name`."
+    if not 0 <= check_number(p, name) <= 1: raise ValueError(f"{name}: expected a probability in [0, 1], got {p!r}")
+    return float(p)
+
+def _check_cond_kind(cond: Any) -> Tensor | list | tuple:
+    "`cond` if it is a tensor with a batch dimension, a list or a tuple, else a clear error."
+    if not isinstance(cond, (Tensor, list, tuple)):
+        raise TypeError(f"cond: expected a Tensor, a list or a tuple, got {type(cond).__name__}")
+    if isinstance(cond, Tensor) and cond.ndim == 0: raise ValueError("cond: expected a batch dimension, got a 0-d one")
+    return cond
+
+# %% ../nbs/21_losses.ipynb #c0a1e013
 def _is_structured(cond) -> bool:
     "A tuple of tensors with one row per sample each, such as a text encoder's (context, mask)."
     return isinstance(cond, tuple) and len(cond) > 0 and all(isinstance(c, Tensor) and c.ndim >= 1 for c in cond)
@@ -148,9 +276,10 @@ def _drop_structured(cond: tuple, p_uncond: float, null_cond, generator) -> tupl
     if len({len(c) for c in cond}) != 1:
         raise ValueError(f"cond: expected the same batch in every element, got {[len(c) for c in cond]}")
     out, drop = [], None
-    for k, c in enumerate(cond):
+    for k, c in enumerate(cond):  # every element but the last draws from a copy, so all share one mask
         g = None if generator is None else torch.Generator(generator.device).set_state(generator.get_state())
-        dropped, drop = drop_cond(c, p_uncond, None if null_cond is None else null_cond[k], g if k < len(cond) - 1 else generator)
+        nulls = None if null_cond is None else null_cond[k]
+        dropped, drop = drop_cond(c, p_uncond, nulls, g if k < len(cond) - 1 else generator)
         out.append(dropped)
     return tuple(out), drop
 
@@ -159,28 +288,30 @@ def _null_like(cond: Tensor, null_cond) -> Tensor:
     "`null_cond` as a tensor that broadcasts over one row of `cond`."
     if null_cond is None:
         if not cond.is_floating_point():
-            raise ValueError(f"null_cond: a {cond.dtype} cond (e.g. class labels) needs a null id, such as null_cond=n_classes")
+            raise ValueError(f"null_cond: a {cond.dtype} cond (e.g. class labels) needs a null id, "
+                             "such as null_cond=n_classes")
         null_cond = 0.0
     null = torch.as_tensor(null_cond, dtype=cond.dtype, device=cond.device)
     try: fits = torch.broadcast_shapes(null.shape, cond.shape[1:]) == cond.shape[1:]
     except RuntimeError: fits = False
     if not fits:
-        raise ValueError(f"null_cond: expected a scalar or shape {tuple(cond.shape[1:])} (one row of cond), got {tuple(null.shape)}")
+        raise ValueError(f"null_cond: expected a scalar or shape {tuple(cond.shape[1:])} (one row of cond), "
+                         f"got {tuple(null.shape)}")
     return null
 
 # %% ../nbs/21_losses.ipynb #7518d86e
+@document_params
 class LossAwareSampler:
-    "Draws t with p_t proportional to sqrt(E[L_t^2]) over recent losses (Improved DDPM, section 3.3); uniform until the history is full."
-    def __init__(self, n_steps: int, # T
+    "Draws t with p_t proportional to sqrt(E[L_t^2]) of recent losses (Improved DDPM, sec. 3.3); uniform until ready."
+    def __init__(self,
+                 n_steps: int, # T
                  history: int = 10, # losses remembered per timestep
                  uniform_mix: float = 0.001, # weight of the uniform distribution mixed into p, so p_t > 0
                 ):
-        if not isinstance(n_steps, int) or n_steps < 1: raise ValueError(f"n_steps: expected a positive int, got {n_steps!r}")
-        if not isinstance(history, int) or history < 1: raise ValueError(f"history: expected a positive int, got {history!r}")
-        if not 0 <= uniform_mix <= 1: raise ValueError(f"uniform_mix: expected a number in [0, 1], got {uniform_mix!r}")
-        self.n_steps, self.history, self.uniform_mix = n_steps, history, uniform_mix
-        self.losses = torch.zeros(n_steps, history, dtype=torch.float64)  # (T, history), newest last
-        self.counts = torch.zeros(n_steps, dtype=torch.long)
+        self.n_steps, self.history = check_int(n_steps, 'n_steps', 1), check_int(history, 'history', 1)
+        self.uniform_mix = _check_probability(uniform_mix, 'uniform_mix')
+        self.losses = torch.zeros(self.n_steps, self.history, dtype=torch.float64)  # (T, history), newest last
+        self.counts = torch.zeros(self.n_steps, dtype=torch.long)
 
     @property
     def ready(self) -> bool: return bool((self.counts >= self.history).all())
@@ -196,27 +327,37 @@ def probs(self: LossAwareSampler) -> Tensor:
     if not p.sum() > 0: return uniform
     return (1 - self.uniform_mix) * p / p.sum() + self.uniform_mix * uniform
 
+# %% ../nbs/21_losses.ipynb #c0a1e016
 @patch
-def sample(self: LossAwareSampler, batch: int, # number of timesteps to draw
-                    generator: torch.Generator | None = None, # source of randomness
-                   ) -> tuple[Tensor, Tensor]:
+@document_params
+def sample(self: LossAwareSampler,
+           batch: int, # number of timesteps to draw
+           generator: torch.Generator | None = None, # source of randomness
+          ) -> tuple[Tensor, Tensor]:
     "Draw (t, weights): t ~ p and weights 1 / (T p_t), so that mean(weights * L_t) is unbiased."
+    batch, generator = check_int(batch, 'batch', 1), check_generator(generator)
     dev = generator.device if generator is not None else torch.device('cpu')
     if not self.ready:
-        return torch.randint(0, self.n_steps, (batch,), generator=generator, device=dev), torch.ones(batch, dtype=torch.float64, device=dev)
+        t = torch.randint(0, self.n_steps, (batch,), generator=generator, device=dev)
+        return t, torch.ones(batch, dtype=torch.float64, device=dev)
     p = self.probs().to(dev)
     t = torch.multinomial(p, batch, replacement=True, generator=generator)
     return t, 1 / (self.n_steps * p[t])
 
 # %% ../nbs/21_losses.ipynb #bece0a04
 @patch
-def update(self: LossAwareSampler, t: Tensor, # (B,) timesteps the losses were measured at
-                    losses: Tensor, # (B,) per-sample losses, before importance weights
-                   ) -> None:
+@document_params
+def update(self: LossAwareSampler,
+           t: Tensor, # (B,) timesteps the losses were measured at
+           losses: Tensor, # (B,) per-sample losses, before importance weights
+          ) -> None:
     "Push each loss into the history of its timestep, dropping the oldest once full."
     t, losses = torch.as_tensor(t).flatten(), torch.as_tensor(losses).detach().flatten()
-    if t.shape != losses.shape: raise ValueError(f"losses: expected shape {tuple(t.shape)} to match t, got {tuple(losses.shape)}")
-    if t.numel() and (t.min() < 0 or t.max() >= self.n_steps): raise ValueError(f"t: expected timesteps in [0, {self.n_steps - 1}]")
+    if t.is_floating_point() or t.dtype == torch.bool: raise TypeError(f"t: expected integer timesteps, got {t.dtype}")
+    if t.shape != losses.shape:
+        raise ValueError(f"losses: expected shape {tuple(t.shape)} to match t, got {tuple(losses.shape)}")
+    if t.numel() and (t.min() < 0 or t.max() >= self.n_steps):
+        raise ValueError(f"t: expected timesteps in [0, {self.n_steps - 1}]")
     if not torch.isfinite(losses).all(): raise ValueError("losses: expected finite values, got NaN or inf")
     for ti, li in zip(t.tolist(), losses.double().cpu().tolist()):
         if self.counts[ti] < self.history: self.losses[ti, self.counts[ti]] = li
@@ -224,15 +365,17 @@ def update(self: LossAwareSampler, t: Tensor, # (B,) timesteps the losses were m
         self.counts[ti] += 1
 
 # %% ../nbs/21_losses.ipynb #4149f6fc
+@document_params
 def learned_log_variance(v: Tensor, # the model's variance output, roughly in [-1, 1]
                          log_beta_tilde: Tensor | float, # log of the smaller bound, broadcastable to `v`
                          log_beta: Tensor | float, # log of the larger bound, broadcastable to `v`
                         ) -> Tensor:
     "log Sigma = f log beta + (1 - f) log beta_tilde with f = (v + 1) / 2 (Improved DDPM eq. 15)."
-    frac = (v + 1) / 2
+    frac = (_check_float(v, 'v') + 1) / 2
     return frac * log_beta + (1 - frac) * log_beta_tilde
 
 # %% ../nbs/21_losses.ipynb #b4185ef6
+@document_params
 def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
                      x0: Tensor, # clean data in [-1, 1], (B, ...)
                      xt: Tensor, # the noisy data the model saw
@@ -240,7 +383,8 @@ def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
                      x0_hat: Tensor, # the model's x0 estimate; its gradient is stopped here
                      v: Tensor, # the model's variance output, shaped like `x0`
                     ) -> Tensor:
-    "L_t in bits/dim, (B,), with the learned variance and the mean's gradient stopped: KL for t > 0, decoder NLL at t = 0."
+    "L_t in bits/dim, (B,), with the learned variance and the mean's gradient stopped (KL for t > 0, NLL at t = 0)."
+    xt, x0_hat, v = (_check_args(schedule, x0, 'x0', y, name) for name, y in (('xt', xt), ('x0_hat', x0_hat), ('v', v)))
     log_beta_tilde = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)
     log_var = learned_log_variance(v, log_beta_tilde, schedule.gather(schedule.beta.log(), t, x0))
     mean_q, mean_p = q_posterior(schedule, x0, xt, t)[0], q_posterior(schedule, x0_hat.detach(), xt, t)[0]
@@ -248,89 +392,8 @@ def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
     nll = -discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * log_var)
     return torch.where(expand_to(t == 0, x0), nll, kl).flatten(1).mean(1) / math.log(2)
 
-# %% ../nbs/21_losses.ipynb #3c97692e
-def _objective(model: Callable, objective: str | None) -> tuple[str, str]:
-    "Resolve the loss objective and the model's own prediction type."
-    declared = getattr(model, 'pred_type', None)
-    objective = objective if objective is not None else declared or 'eps'
-    if objective not in PRED_TYPES: raise ValueError(f"objective: expected one of {PRED_TYPES}, got {objective!r}")
-    if declared is not None: check_pred_type(declared)
-    return objective, declared or objective
-
-def _call_model(model: Callable, xt: Tensor, t: Tensor, cond, learn_sigma: bool) -> tuple[Tensor, Tensor | None]:
-    "Call the model; check its output is a finite tensor shaped like x_t (2C channels if `learn_sigma`); split it."
-    out = model(xt, t, cond)
-    if not isinstance(out, Tensor): raise TypeError(f"model output: expected a Tensor, got {type(out).__name__}")
-    want = (xt.shape[0], xt.shape[1] * (2 if learn_sigma else 1), *xt.shape[2:])
-    if out.shape != want:
-        what = 'twice the channels of xt: learn_sigma=True' if learn_sigma else 'the shape of xt'
-        raise ValueError(f"model output: expected shape {want} ({what}), got {tuple(out.shape)}")
-    bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
-    if bad.any(): raise FloatingPointError(f"non-finite model output at timesteps {sorted(set(t[bad].tolist()))}")
-    return tuple(out.chunk(2, dim=1)) if learn_sigma else (out, None)
-
-def _as_objective(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pred_type: str, objective: str) -> Tensor:
-    "The model's prediction converted to `objective`, refusing a conversion that is singular at some t."
-    if pred_type == objective: return pred
-    out = convert_pred(schedule, pred, xt, t, pred_type, objective)
-    bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
-    if bad.any(): raise ValueError(f"converting the model's {pred_type!r} output to {objective!r} is singular at "
-                                   f"timesteps {sorted(set(t[bad].tolist()))}")
-    return out
-
-# %% ../nbs/21_losses.ipynb #7c6d972e
-def _draw_t_eps(x0: Tensor, schedule: NoiseSchedule, t_sampler, generator, t, eps) -> tuple[Tensor, Tensor | None, Tensor]:
-    "Timesteps, importance weights (None when uniform or fixed) and noise for a batch, drawn in that order."
-    B, dev, iw = x0.shape[0], generator.device if generator is not None else x0.device, None
-    if t is None and t_sampler is None: t = torch.randint(0, schedule.n_steps, (B,), generator=generator, device=dev)
-    elif t is None: t, iw = t_sampler.sample(B, generator)
-    t = schedule.check_t(t, batch=B).to(x0.device)
-    if eps is None: eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
-    if not isinstance(eps, Tensor) or not eps.is_floating_point():
-        raise TypeError(f"eps: expected a floating-point tensor, got {getattr(eps, 'dtype', type(eps).__name__)}")
-    if eps.shape != x0.shape: raise ValueError(f"eps: expected shape {tuple(x0.shape)} to match x0, got {tuple(eps.shape)}")
-    if not torch.isfinite(eps).all(): raise ValueError("eps: expected finite noise, got NaN or inf")
-    return t, iw, eps
-
-def _check_x0(x0: Tensor) -> Tensor:
-    "`x0` if it is a finite floating-point batch (B, ...) with B >= 1, else a clear error."
-    if not isinstance(x0, Tensor) or x0.ndim < 2 or not x0.is_floating_point():
-        got = f"{tuple(x0.shape)} {x0.dtype}" if isinstance(x0, Tensor) else type(x0).__name__
-        raise ValueError(f"x0: expected a floating-point batch of shape (B, ...) with at least 2 dims, got {got}")
-    if x0.shape[0] == 0: raise ValueError("x0: expected a batch of at least one sample, got 0")
-    if not torch.isfinite(x0).all(): raise ValueError("x0: expected finite data, got NaN or inf (the data, not the model)")
-    return x0
-
-# %% ../nbs/21_losses.ipynb #18fb0cc9
-def _check_loss_args(model: Callable, weighting: str, reduction: str, generator) -> bool:
-    "Check the loss's options; return whether the model has a learned variance output."
-    if not callable(model): raise TypeError(f"model: expected a denoiser model(xt, t, cond), got {type(model).__name__}")
-    if weighting not in LOSS_WEIGHTINGS: raise ValueError(f"weighting: expected one of {LOSS_WEIGHTINGS}, got {weighting!r}")
-    if reduction not in ('mean', 'none'): raise ValueError(f"reduction: expected 'mean' or 'none', got {reduction!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator (e.g. make_generator(seed)), got {generator!r}")
-    learn_sigma = bool(getattr(model, 'learn_sigma', False))
-    if weighting == 'hybrid' and not learn_sigma:
-        raise ValueError("weighting='hybrid' trains a learned variance: the model needs learn_sigma=True")
-    return learn_sigma
-
-def _check_cond(cond, x0: Tensor):
-    "`cond` if it has one row per sample of `x0` (a (context, mask) tuple: per element)."
-    rows = [len(c) for c in cond] if isinstance(cond, tuple) else [] if cond is None else [len(cond)]
-    if any(r != x0.shape[0] for r in rows): raise ValueError(f"cond: expected {x0.shape[0]} rows to match x0, got {rows}")
-    return cond
-
-def _weights(schedule: NoiseSchedule, objective: str, weighting: str, t: Tensor, min_snr_gamma: float) -> Tensor:
-    "`loss_weight` at `t`, refusing an infinite weight."
-    w = loss_weight(schedule, objective, weighting, t, min_snr_gamma)
-    if not torch.isfinite(w).all(): raise ValueError(f"weighting={weighting!r} is infinite for objective={objective!r} at "
-                                                     f"timesteps {sorted(set(t[~torch.isfinite(w)].tolist()))} (snr = 0); "
-                                                     "use objective 'x0' or 'v'")
-    return w
-
 # %% ../nbs/21_losses.ipynb #60ea49a3
-LOSS_WEIGHTINGS = WEIGHTINGS + ('hybrid',)
-
+@document_params
 def diffusion_loss(model: Callable, # denoiser `model(xt, t, cond) -> pred`; attributes `pred_type`, `learn_sigma`
                    x0: Tensor, # clean data, (B, ...)
                    schedule: NoiseSchedule, # the forward process
@@ -350,18 +413,104 @@ def diffusion_loss(model: Callable, # denoiser `model(xt, t, cond) -> pred`; att
                   ) -> Tensor:
     "The weighted denoising loss of one batch: mean over samples of w_t * mean((pred - target)^2) (DDPM eq. 14)."
     objective, pred_type = _objective(model, objective)
-    learn_sigma = _check_loss_args(model, weighting, reduction, generator)
-    drawn = t is None and t_sampler is not None
-    t, iw, eps = _draw_t_eps(_check_x0(x0), schedule, t_sampler, generator, t, eps)
+    learn_sigma = _check_loss_args(model, schedule, weighting, reduction, t_sampler, vlb_lambda)
+    generator, t_drawn = check_generator(generator), t is None and t_sampler is not None
+    t, iw, eps = _draw_t_eps(_check_x0(x0), schedule, t_sampler, generator, t, eps)  # Algorithm 1, lines 2-4
     cond, _ = drop_cond(_check_cond(cond, x0), p_uncond, null_cond, generator)
-    w = _weights(schedule, objective, 'simple' if weighting == 'hybrid' else weighting, t, min_snr_gamma).to(x0.device)
+    w = _weights(schedule, objective, weighting, t, min_snr_gamma)  # (B,)
     xt = schedule.q_sample(x0, t, eps)
     pred, model_var = _call_model(model, xt, t, cond, learn_sigma)
-    sq = (_as_objective(schedule, pred, xt, t, pred_type, objective) - target_from(schedule, x0, t, eps, objective))
-    losses = w.to(torch.promote_types(sq.dtype, torch.float32)) * sq.pow(2).flatten(1).mean(1)  # at least float32
-    if weighting == 'hybrid':
-        x0_hat = eps_x0_from_pred(schedule, pred, xt, t, pred_type)[1]
-        losses = losses + vlb_lambda * schedule.n_steps * learned_vlb_term(schedule, x0, xt, t, x0_hat, model_var)
-    if drawn and hasattr(t_sampler, 'update'): t_sampler.update(t, losses.detach())
+    target = target_from(schedule, x0, t, eps, objective)
+    sq_err = (_as_objective(schedule, pred, xt, t, pred_type, objective) - target).pow(2).flatten(1).mean(1)  # (B,)
+    losses = w.to(sq_err.device, torch.promote_types(sq_err.dtype, torch.float32)) * sq_err  # at least float32
+    if weighting == 'hybrid': losses = losses + vlb_lambda * _vlb(schedule, pred, model_var, xt, x0, t, pred_type)
+    if t_drawn and hasattr(t_sampler, 'update'): t_sampler.update(t, losses.detach())
     if iw is not None: losses = losses * iw.to(losses)
     return losses.mean() if reduction == 'mean' else losses
+
+# %% ../nbs/21_losses.ipynb #3c97692e
+def _objective(model: Callable, objective: str | None) -> tuple[str, str]:
+    "Resolve the loss objective and the model's own prediction type."
+    declared = getattr(model, 'pred_type', None)
+    objective = check_pred_type(objective if objective is not None else declared or 'eps', 'objective')
+    if declared is not None: check_pred_type(declared, 'model.pred_type')
+    return objective, declared or objective
+
+# %% ../nbs/21_losses.ipynb #18fb0cc9
+LOSS_WEIGHTINGS = WEIGHTINGS + ('hybrid',)
+
+def _check_loss_args(model: Any, schedule: Any, weighting: str, reduction: str, t_sampler: Any, vlb_lambda: Any):
+    "Check the loss's options; return whether the model has a learned variance output."
+    if not callable(model):
+        raise TypeError(f"model: expected a denoiser model(xt, t, cond), got {type(model).__name__}")
+    _check_schedule(schedule)
+    check_choice(weighting, 'weighting', LOSS_WEIGHTINGS); check_choice(reduction, 'reduction', ('mean', 'none'))
+    if t_sampler is not None and not callable(getattr(t_sampler, 'sample', None)):
+        raise TypeError("t_sampler: expected an object with .sample(batch, generator) -> (t, weights), "
+                        f"such as LossAwareSampler(T), got {type(t_sampler).__name__}")
+    if check_number(vlb_lambda, 'vlb_lambda') < 0:
+        raise ValueError(f"vlb_lambda: expected a number >= 0, got {vlb_lambda}")
+    learn_sigma = bool(getattr(model, 'learn_sigma', False))
+    if weighting == 'hybrid' and not learn_sigma:
+        raise ValueError("weighting='hybrid' trains a learned variance: the model needs learn_sigma=True")
+    return learn_sigma
+
+# %% ../nbs/21_losses.ipynb #7c6d972e
+def _check_x0(x0: Any) -> Tensor:
+    "`x0` if it is a finite floating-point batch (B, ...) with B >= 1, else a clear error."
+    if _check_float(x0, 'x0').ndim < 2:
+        raise ValueError(f"x0: expected a floating-point batch of shape (B, ...) with at least 2 dims, "
+                         f"got {tuple(x0.shape)}")
+    if x0.shape[0] == 0: raise ValueError("x0: expected a batch of at least one sample, got 0")
+    if not torch.isfinite(x0).all(): raise ValueError("x0: expected finite data, got NaN or inf (in the data)")
+    return x0
+
+def _check_cond(cond: Any, x0: Tensor) -> Any:
+    "`cond` if it has one row per sample of `x0` (a (context, mask) tuple: per element)."
+    rows = [len(c) for c in cond] if isinstance(cond, tuple) else [] if cond is None else [len(cond)]
+    if any(r != len(x0) for r in rows): raise ValueError(f"cond: expected {len(x0)} rows to match x0, got {rows}")
+    return cond
+
+# %% ../nbs/21_losses.ipynb #c0a1e01b
+def _draw_t_eps(x0: Tensor, schedule: NoiseSchedule, t_sampler, generator, t, eps) -> tuple[Tensor, Any, Tensor]:
+    "Timesteps, importance weights (None when uniform or fixed) and noise for a batch, drawn in that order."
+    B, dev, iw = x0.shape[0], generator.device if generator is not None else x0.device, None
+    if t is None and t_sampler is None: t = torch.randint(0, schedule.n_steps, (B,), generator=generator, device=dev)
+    elif t is None: t, iw = t_sampler.sample(B, generator)
+    t = schedule.check_t(t, batch=B).to(x0.device)
+    if eps is None: eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype).to(x0.device)
+    eps = _check_like(eps, 'eps', x0, 'x0')
+    if not torch.isfinite(eps).all(): raise ValueError("eps: expected finite noise, got NaN or inf")
+    return t, iw, eps
+
+# %% ../nbs/21_losses.ipynb #c0a1e01c
+def _weights(schedule: NoiseSchedule, objective: str, weighting: str, t: Tensor, min_snr_gamma: float) -> Tensor:
+    "`loss_weight` at `t` ('hybrid' is 'simple' plus the vlb term), refusing an infinite weight."
+    w = loss_weight(schedule, objective, 'simple' if weighting == 'hybrid' else weighting, t, min_snr_gamma)
+    inf = ~torch.isfinite(w)
+    if inf.any(): raise ValueError(f"weighting={weighting!r} is infinite for objective={objective!r} at timesteps "
+                                   f"{sorted(set(t[inf].tolist()))} (snr = 0); use objective 'x0' or 'v'")
+    return w
+
+# %% ../nbs/21_losses.ipynb #c0a1e01e
+def _call_model(model: Callable, xt: Tensor, t: Tensor, cond, learn_sigma: bool) -> tuple[Tensor, Tensor | None]:
+    "Call the model; check its output is a finite tensor shaped like x_t (2C channels if `learn_sigma`); split it."
+    out = model(xt, t, cond)
+    if not isinstance(out, Tensor): raise TypeError(f"model output: expected a Tensor, got {type(out).__name__}")
+    want = (xt.shape[0], xt.shape[1] * (2 if learn_sigma else 1), *xt.shape[2:])
+    if out.shape != want:
+        what = 'twice the channels of xt: learn_sigma=True' if learn_sigma else 'the shape of xt'
+        raise ValueError(f"model output: expected shape {want} ({what}), got {tuple(out.shape)}")
+    bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
+    if bad.any(): raise FloatingPointError(f"non-finite model output at timesteps {sorted(set(t[bad].tolist()))}")
+    return tuple(out.chunk(2, dim=1)) if learn_sigma else (out, None)
+
+# %% ../nbs/21_losses.ipynb #c0a1e01f
+def _as_objective(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pred_type: str, objective: str):
+    "The model's prediction converted to `objective` (`convert_pred` refuses a t where that is undefined)."
+    return pred if pred_type == objective else convert_pred(schedule, pred, xt, t, pred_type, objective)
+
+def _vlb(schedule: NoiseSchedule, pred: Tensor, model_var: Tensor, xt: Tensor, x0: Tensor, t: Tensor, pred_type: str):
+    "T L_t of the learned variance, (B,): the hybrid loss's unbiased one-sample estimate of L_vlb."
+    x0_hat = eps_x0_from_pred(schedule, pred, xt, t, pred_type)[1]
+    return schedule.n_steps * learned_vlb_term(schedule, x0, xt, t, x0_hat, model_var)

@@ -13,9 +13,10 @@ from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from tqdm.auto import tqdm
-from .core import def_device
+from .core import def_device, document_params, check_int, check_number, check_generator, check_device, check_choice
 from .forward import NoiseSchedule
-from .losses import check_pred_type, eps_x0_from_pred, learned_log_variance
+from .losses import check_pred_type, eps_x0_from_pred, learned_log_variance, undefined_timesteps
+from .losses import _check_float, _check_like
 
 # %% auto #0
 __all__ = ['SPACINGS', 'DDPM_VARIANCES', 'spaced_timesteps', 'Sampler', 'dynamic_threshold', 'SamplerBase', 'DDPMSampler',
@@ -24,20 +25,23 @@ __all__ = ['SPACINGS', 'DDPM_VARIANCES', 'spaced_timesteps', 'Sampler', 'dynamic
 # %% ../nbs/55_sampling.ipynb #207f894f
 SPACINGS = ('leading', 'trailing', 'linspace')
 
+@document_params
 def spaced_timesteps(n_train: int, # T, the number of training steps
                      n: int, # how many of them to visit, 1 <= n <= T
                      spacing: str = 'leading', # one of `SPACINGS`
                      steps_offset: int = 0, # added to every t by 'leading' spacing
                     ) -> Tensor:
     "The `n` timesteps (0-indexed, descending) a sampler visits out of `n_train`."
-    if spacing not in SPACINGS: raise ValueError(f"spacing: expected one of {SPACINGS}, got {spacing!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= n_train:
-        raise ValueError(f"n: expected an int in [1, {n_train}], got {n!r}")
+    check_choice(spacing, 'spacing', SPACINGS)
+    n_train, n = check_int(n_train, 'n_train', 1), check_int(n, 'n')
+    steps_offset = check_int(steps_offset, 'steps_offset')
+    if not 1 <= n <= n_train: raise ValueError(f"n: expected an int in [1, {n_train}], got {n}")
     if spacing == 'linspace': t = np.linspace(0, n_train - 1, n).round()[::-1]
     elif spacing == 'leading': t = (np.arange(n) * (n_train // n) + steps_offset)[::-1]
     else: t = np.round(np.arange(n_train, 0, -n_train / n))[:n] - 1  # [:n]: float steps can overshoot by one
     t = torch.from_numpy(t.astype(np.int64))
-    if t.min() < 0 or t.max() >= n_train: raise ValueError(f"steps_offset={steps_offset} puts t outside [0, {n_train - 1}]")
+    if t.min() < 0 or t.max() >= n_train:
+        raise ValueError(f"steps_offset={steps_offset} puts t outside [0, {n_train - 1}]")
     return t
 
 # %% ../nbs/55_sampling.ipynb #6c8e0854
@@ -45,34 +49,57 @@ def spaced_timesteps(n_train: int, # T, the number of training steps
 class Sampler(Protocol):
     "What `sample` needs from a sampler: its schedule, the timesteps to visit, and one reverse step."
     schedule: NoiseSchedule
-    def timesteps(self, n: int) -> Tensor: ...
-    def step(self, xt: Tensor, t: int, t_prev: int, eps: Tensor, x0: Tensor,
-             generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor: ...
+
+    @document_params
+    def timesteps(self,
+                  n: int, # how many steps to take
+                 ) -> Tensor:
+        "The `n` timesteps to visit, descending, as a (n,) long tensor."
+        ...
+
+    @document_params
+    def step(self,
+             xt: Tensor, # x_t, (B, ...)
+             t: int, # the current timestep
+             t_prev: int, # the next one; -1 for the final step to x0
+             eps: Tensor, # eps_hat, shaped like `xt`
+             x0: Tensor, # x0_hat, shaped like `xt`
+             generator: torch.Generator | None = None, # draws the step's noise
+             noise: Tensor | None = None, # standard normal noise to use instead of drawing it
+            ) -> Tensor:
+        "One reverse step from x_t to x_{t_prev}."
+        ...
+
+# %% ../nbs/55_sampling.ipynb #d0b2e002
+def _check_above(v: Any, name: str, lo: float, closed: bool = False) -> float:
+    "`v` as a float if it is a number above `lo` (at least `lo` if `closed`), else a TypeError or ValueError."
+    v = check_number(v, name)
+    if not (v >= lo if closed else v > lo):
+        raise ValueError(f"{name}: expected a number {'>=' if closed else '>'} {lo}, got {v}")
+    return v
 
 # %% ../nbs/55_sampling.ipynb #19da6dbc
+@document_params
 def dynamic_threshold(x0: Tensor, # x0_hat, (B, ...)
-                      p: float = 0.995, # the percentile of |x0_hat| that sets the threshold s
-                      max_value: float = 1.0, # the largest allowed s
+                      p: float = 0.995, # the percentile of |x0_hat| that sets the threshold s, in (0, 1]
+                      max_value: float = 1.0, # the largest allowed s, at least 1
                      ) -> Tensor:
     "Imagen's dynamic thresholding (Saharia et al. 2022, sec. 2.3): per sample, clamp to [-s, s] and divide by s."
-    flat = x0.reshape(x0.shape[0], -1)
-    a = flat.abs() if flat.dtype in (torch.float32, torch.float64) else flat.abs().float()  # quantile needs float32/64
-    s = torch.quantile(a, p, dim=1).clamp(1, max_value).to(x0.dtype)[:, None]  # s >= 1: inside [-1, 1] nothing changes
+    flat = _check_float(x0, 'x0').reshape(x0.shape[0], -1)
+    if _check_above(p, 'p', 0) > 1: raise ValueError(f"p: expected a percentile in (0, 1], got {p}")
+    max_value = _check_above(max_value, 'max_value', 1, closed=True)  # s < 1 would stretch values inside [-1, 1]
+    a = flat.abs() if flat.dtype in (torch.float32, torch.float64) else flat.abs().float()  # quantile: float32/64
+    s = torch.quantile(a, p, dim=1).clamp(1, max_value).to(x0.dtype)[:, None]  # s >= 1: inside [-1, 1] unchanged
     return (torch.clamp(flat, -s, s) / s).reshape(x0.shape)
 
 # %% ../nbs/55_sampling.ipynb #9168c8bd
-def _check_number(v, name: str, lo: float, closed: bool = False) -> float:
-    "`v` as a float if it is a real number above `lo` (at least `lo` if `closed`), else a clear error."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
-    if not (v >= lo if closed else v > lo): raise ValueError(f"{name}: expected a number {'>=' if closed else '>'} {lo}, got {v!r}")
-    return float(v)
-
+@document_params
 class SamplerBase:
     "What samplers share: the schedule (with alpha_bar as Python floats), timestep spacing, and bounding x0_hat."
     needs_model_var = False  # True for samplers whose step reads the model's learned variance
-    def __init__(self, schedule: NoiseSchedule, # the training schedule
-                 clip_x0: bool | None = None, # clamp x0_hat to [-clip_range, clip_range]; None: to the model's `x0_range`
+    def __init__(self,
+                 schedule: NoiseSchedule, # the training schedule
+                 clip_x0: bool | None = None, # clamp x0_hat to [-clip_range, clip_range]; None: the model's `x0_range`
                  clip_range: float = 1.0, # the clamp's bound when `clip_x0=True`
                  threshold: float | None = None, # dynamic thresholding percentile p (e.g. 0.995); replaces clipping
                  threshold_max: float = 1.0, # the largest dynamic threshold s, at least 1
@@ -83,71 +110,92 @@ class SamplerBase:
             raise TypeError(f"schedule: expected a NoiseSchedule, got {type(schedule).__name__}")
         if clip_x0 is not None and not isinstance(clip_x0, bool):
             raise TypeError(f"clip_x0: expected True, False or None (automatic), got {clip_x0!r}")
-        if spacing not in SPACINGS: raise ValueError(f"spacing: expected one of {SPACINGS}, got {spacing!r}")
-        if threshold is not None and _check_number(threshold, 'threshold', 0) > 1:
+        if threshold is not None and _check_above(threshold, 'threshold', 0) > 1:
             raise ValueError(f"threshold: expected a percentile in (0, 1], got {threshold}")
-        if isinstance(steps_offset, bool) or not isinstance(steps_offset, (int, np.integer)):
-            raise TypeError(f"steps_offset: expected an int, got {steps_offset!r}")
-        self.schedule, self.clip_x0, self.threshold, self.spacing = schedule, clip_x0, threshold, spacing
-        self.clip_range, self.steps_offset = _check_number(clip_range, 'clip_range', 0), int(steps_offset)
-        self.threshold_max = _check_number(threshold_max, 'threshold_max', 1, closed=True)
-        self._alpha_bar = schedule.to(device='cpu', dtype=torch.float64).alpha_bar.tolist()  # floats for the coefficient cache
+        self.schedule, self.clip_x0, self.spacing = schedule, clip_x0, check_choice(spacing, 'spacing', SPACINGS)
+        self.threshold = None if threshold is None else float(threshold)
+        self.clip_range = _check_above(clip_range, 'clip_range', 0)
+        self.steps_offset = check_int(steps_offset, 'steps_offset')
+        self.threshold_max = _check_above(threshold_max, 'threshold_max', 1, closed=True)
+        self._alpha_bar = schedule.to(device='cpu', dtype=torch.float64).alpha_bar.tolist()  # floats for the cache
         self._coefs = {}
 
 # %% ../nbs/55_sampling.ipynb #8acb83ad
 @patch
-def timesteps(self: SamplerBase, n: int # how many steps to take
+@document_params
+def timesteps(self: SamplerBase,
+              n: int, # how many steps to take
              ) -> Tensor:
     "The descending timesteps to visit in `n` steps."
     return spaced_timesteps(self.schedule.n_steps, n, self.spacing, self.steps_offset)
 
 @patch
-def bound_x0(self: SamplerBase, x0: Tensor # x0_hat
+@document_params
+def bound_x0(self: SamplerBase,
+             x0: Tensor, # x0_hat
             ) -> Tensor:
     "x0_hat after dynamic thresholding or clipping, as configured (unchanged if neither)."
     if self.threshold is not None: return dynamic_threshold(x0, self.threshold, self.threshold_max)
     return x0.clamp(-self.clip_range, self.clip_range) if self.clip_x0 else x0
 
+# %% ../nbs/55_sampling.ipynb #d0b2e003
 @patch
-def check_step(self: SamplerBase, xt: Tensor, # x_t
+@document_params
+def check_step(self: SamplerBase,
+               xt: Tensor, # x_t
                eps: Tensor, # eps_hat
                x0: Tensor, # x0_hat
+               generator: torch.Generator | None = None, # the step's generator, if any
+               **tensors: Tensor | None, # more inputs shaped like `xt`, such as `noise`; None is skipped
               ) -> None:
-    "Raise unless `eps` and `x0` have exactly the shape of `xt` (no silent broadcasting)."
-    for name, v in (('eps', eps), ('x0', x0)):
-        if v.shape != xt.shape: raise ValueError(f"{name}: expected shape {tuple(xt.shape)} to match xt, got {tuple(v.shape)}")
+    "Raise unless `eps`, `x0` and `tensors` are float tensors of exactly `xt`'s shape (no silent broadcasting)."
+    if not isinstance(xt, Tensor) or not xt.is_floating_point(): _check_float(xt, 'xt')
+    for name, v in (('eps', eps), ('x0', x0), *tensors.items()):
+        if v is not None and (not isinstance(v, Tensor) or v.shape != xt.shape or not v.is_floating_point()):
+            _check_like(v, name, xt, 'xt')
+    if generator is not None: check_generator(generator)
+
+def _check_t_pair(t: Any, t_prev: Any, n_steps: int) -> tuple[int, int]:
+    "`t` and `t_prev` as ints with -1 <= t_prev < t < n_steps, else a clear error."
+    t, t_prev = check_int(t, 't'), check_int(t_prev, 't_prev')
+    if not -1 <= t_prev < t < n_steps:
+        raise ValueError(f"t, t_prev: expected -1 <= t_prev < t < {n_steps}, got t={t}, t_prev={t_prev}")
+    return t, t_prev
 
 # %% ../nbs/55_sampling.ipynb #719b17cd
 DDPM_VARIANCES = {'beta_tilde': 'beta_tilde', 'fixed_small': 'beta_tilde', 'beta': 'beta', 'fixed_large': 'beta',
                   'learned_range': 'learned_range'}
 
+@document_params
 @delegates()
 class DDPMSampler(SamplerBase):
     "DDPM's ancestral sampler (Ho et al. 2020, Algorithm 2) on the full grid of timesteps or any subset of it."
-    def __init__(self, schedule: NoiseSchedule, # the training schedule
+    def __init__(self,
+                 schedule: NoiseSchedule, # the training schedule
                  variance: str = 'beta_tilde', # 'beta_tilde' ('fixed_small'), 'beta' ('fixed_large') or 'learned_range'
                  **kwargs, # clipping, thresholding and spacing, as in `SamplerBase`
                 ):
-        if variance not in DDPM_VARIANCES:
-            raise ValueError(f"variance: expected one of {sorted(DDPM_VARIANCES)}, got {variance!r}")
+        check_choice(variance, 'variance', tuple(DDPM_VARIANCES))
         super().__init__(schedule, **kwargs)
         self.variance = DDPM_VARIANCES[variance]
-        self.needs_model_var = self.variance == 'learned_range'  # `sample` then hands `step` the model's variance output
+        self.needs_model_var = self.variance == 'learned_range'  # `sample` then hands `step` the model's variance
         self._log_var = {}  # (t, t_prev) -> (log beta_tilde, log beta)
 
-    def __repr__(self): return (f"DDPMSampler(variance={self.variance!r}, clip_x0={self.clip_x0}, threshold={self.threshold}, "
-                                f"spacing={self.spacing!r}, n_steps={self.schedule.n_steps})")
+    def __repr__(self):
+        return (f"DDPMSampler(variance={self.variance!r}, clip_x0={self.clip_x0}, threshold={self.threshold}, "
+                f"spacing={self.spacing!r}, n_steps={self.schedule.n_steps})")
 
 # %% ../nbs/55_sampling.ipynb #18a3219a
 @patch
-def coefs(self: DDPMSampler, t: int, # the current timestep
+@document_params
+def coefs(self: DDPMSampler,
+          t: int, # the current timestep
           t_prev: int, # the timestep to step to; -1 for the final step to x0
          ) -> tuple[float, float, float]:
     "`(coef_x0, coef_xt, sigma)` of the step from t to t_prev, computed in float64 once and cached."
     c = self._coefs.get((t, t_prev))
     if c is not None: return c
-    if not -1 <= t_prev < t < self.schedule.n_steps:
-        raise ValueError(f"expected -1 <= t_prev < t < {self.schedule.n_steps}, got t={t}, t_prev={t_prev}")
+    t, t_prev = _check_t_pair(t, t_prev, self.schedule.n_steps)
     alpha_bar, alpha_bar_prev = self._alpha_bar[t], (self._alpha_bar[t_prev] if t_prev >= 0 else 1.0)
     beta = 1 - alpha_bar / alpha_bar_prev  # the effective beta of the jump; beta_t when t_prev = t - 1
     coef_x0 = alpha_bar_prev ** 0.5 * beta / (1 - alpha_bar)
@@ -160,19 +208,24 @@ def coefs(self: DDPMSampler, t: int, # the current timestep
 
 # %% ../nbs/55_sampling.ipynb #7553c1cd
 @patch
-def learned_sigma(self: DDPMSampler, t: int, # the current timestep
+@document_params
+def learned_sigma(self: DDPMSampler,
+                  t: int, # the current timestep
                   t_prev: int, # the timestep to step to
                   model_var: Tensor | None, # the model's variance output v, shaped like x_t
                  ) -> Tensor:
-    "sigma per element from log sigma^2 = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2 (eq. 15)."
+    "sigma per element from log sigma^2 = f log beta + (1 - f) log beta_tilde, f = (v + 1) / 2 (Improved DDPM eq. 15)."
     if not isinstance(model_var, Tensor):
         raise ValueError("model_var: variance='learned_range' needs the model's variance output (a learn_sigma model)")
     if (t, t_prev) not in self._log_var: self.coefs(t, t_prev)
     log_beta_tilde, log_beta = self._log_var[(t, t_prev)]
     return learned_log_variance(model_var, log_beta_tilde, log_beta).mul_(0.5).exp_()
 
+# %% ../nbs/55_sampling.ipynb #d0b2e004
 @patch
-def step(self: DDPMSampler, xt: Tensor, # x_t, (B, ...)
+@document_params
+def step(self: DDPMSampler,
+         xt: Tensor, # x_t, (B, ...)
          t: int, # the current timestep
          t_prev: int, # the next timestep; -1 for the final step
          eps: Tensor, # eps_hat (unused: the posterior mean needs only x0_hat)
@@ -181,19 +234,20 @@ def step(self: DDPMSampler, xt: Tensor, # x_t, (B, ...)
          noise: Tensor | None = None, # use this standard normal noise instead of drawing it
          model_var: Tensor | None = None, # the model's variance output, for variance='learned_range'
         ) -> Tensor:
-    "One ancestral step: draw x_{t_prev} ~ N(mu_tilde(x_t, x0_hat), sigma^2 I) (DDPM eqs. 6, 7); no noise at the last step."
-    self.check_step(xt, eps, x0)
+    "One ancestral step: x_{t_prev} ~ N(mu_tilde(x_t, x0_hat), sigma^2 I) (DDPM eqs. 6, 7); no noise at the last step."
+    self.check_step(xt, eps, x0, generator, noise=noise, model_var=model_var)
     coef_x0, coef_xt, sigma = self._coefs.get((t, t_prev)) or self.coefs(t, t_prev)
     x0 = self.bound_x0(x0)
     if sigma == 0.0: return xt.mul(coef_xt).add_(x0, alpha=coef_x0)  # the posterior mean mu_tilde
     if self.needs_model_var: sigma = self.learned_sigma(t, t_prev, model_var)
     if noise is not None: return (noise * sigma).add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
-    out = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)  # logical order, like torch.randn, for any memory layout
+    out = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)  # logical order, as torch.randn, for any layout
     if isinstance(sigma, float): out.normal_(0.0, sigma, generator=generator)  # sigma z in one kernel
     else: out.normal_(generator=generator).mul_(sigma)
     return out.add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
 
 # %% ../nbs/55_sampling.ipynb #d087352d
+@document_params
 def pred_coefs(schedule: NoiseSchedule, # the schedule the model was trained with
                t: Tensor, # (n,) timesteps
                pred_type: str, # 'eps', 'x0' or 'v'
@@ -204,88 +258,16 @@ def pred_coefs(schedule: NoiseSchedule, # the schedule the model was trained wit
     return [tuple(r) for r in torch.cat([eps, x0], 1).tolist()]
 
 @functools.lru_cache(maxsize=32)
-def _pred_table(schedule: NoiseSchedule, pred_type: str) -> tuple[list, frozenset]:  # built once per schedule and pred_type
-    rows = pred_coefs(schedule, torch.arange(schedule.n_steps), pred_type)
-    return rows, frozenset(t for t, r in enumerate(rows) if not all(map(np.isfinite, r)))  # all T rows; t's without a finite conversion
-
-# %% ../nbs/55_sampling.ipynb #2a25318b
-def _initial_noise(shape, xT, generator, device) -> Tensor:
-    if isinstance(shape, int) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"shape: expected a tuple of positive ints like (B, C, H, W), got {shape!r}")
-    shape = tuple(int(s) for s in shape)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator (e.g. make_generator(seed)), got {generator!r}")
-    if xT is not None:
-        xT = _check_xT(xT, shape, device)
-        if generator is not None and generator.device.type != xT.device.type:
-            raise ValueError(f"generator is on {generator.device} but xT is on {xT.device}")
-        return xT
-    device = torch.device(device) if device is not None else generator.device if generator is not None else def_device()
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"generator is on {generator.device} but samples are on {device}; "
-                         f"use make_generator(seed, device={str(device)!r})")
-    return torch.randn(shape, generator=generator, device=device)
-
-def _check_xT(xT, shape: tuple, device) -> Tensor:
-    if not isinstance(xT, Tensor) or not xT.is_floating_point():
-        raise TypeError(f"xT: expected a floating-point tensor, got {getattr(xT, 'dtype', type(xT).__name__)}")
-    if tuple(xT.shape) != shape: raise ValueError(f"xT: expected shape {shape} to match `shape`, got {tuple(xT.shape)}")
-    if device is not None and torch.device(device).type != xT.device.type:
-        raise ValueError(f"xT is on {xT.device} but device={device}")
-    if not torch.isfinite(xT).all(): raise ValueError("xT: expected finite values, got NaN or inf")
-    return xT
-
-def _check_timesteps(ts: Tensor, n: int, n_train: int) -> Tensor:
-    if not isinstance(ts, Tensor) or ts.ndim != 1 or ts.is_floating_point() or len(ts) != n:
-        raise ValueError(f"sampler.timesteps({n}): expected a 1-D integer tensor of length {n}, got {ts!r}")
-    if ts.min() < 0 or ts.max() >= n_train or (len(ts) > 1 and (ts[1:] >= ts[:-1]).any()):
-        raise ValueError(f"sampler.timesteps({n}): expected strictly descending values in [0, {n_train - 1}], got {ts.tolist()}")
-    return ts.long()
-
-# %% ../nbs/55_sampling.ipynb #e167647a
-def _bind(sampler: Sampler, denoiser: Callable) -> Sampler:
-    "`sampler`, or a copy that clips x0_hat to the denoiser's `x0_range` when its `clip_x0` is None (automatic)."
-    if not isinstance(sampler, Sampler):
-        raise TypeError(f"sampler: expected a sampler such as DDPMSampler(schedule), got {type(sampler).__name__}")
-    x0_range = getattr(denoiser, 'x0_range', None)
-    if getattr(sampler, 'clip_x0', False) is not None or getattr(sampler, 'threshold', None) is not None or x0_range is None: return sampler
-    bound = copy.copy(sampler)  # shares the coefficient caches
-    bound.clip_x0, bound.clip_range = True, _check_number(x0_range, 'denoiser.x0_range', 0)
-    return bound
-
-def _split(pred, xt: Tensor, learn_sigma: bool, i: int, t: int) -> tuple[Tensor, Tensor | None]:
-    "The prediction and (for a `learn_sigma` model) its variance output, after checking the shape at every step."
-    c = xt.shape[1] * (2 if learn_sigma else 1)
-    if not isinstance(pred, Tensor) or pred.shape != (xt.shape[0], c, *xt.shape[2:]):
-        want = (xt.shape[0], c, *xt.shape[2:])
-        raise ValueError(f"denoiser: expected a prediction of shape {want} at step {i} (t={t}), got {getattr(pred, 'shape', pred)}")
-    return pred.chunk(2, dim=1) if learn_sigma else (pred, None)
-
-# %% ../nbs/55_sampling.ipynb #40ec1477
-def _learn_sigma(denoiser: Callable, sampler: Sampler) -> bool:
-    "Whether the denoiser's output carries a variance half, checked against what the sampler needs."
-    learn_sigma = bool(getattr(denoiser, 'learn_sigma', False))
-    if getattr(sampler, 'needs_model_var', False) and not learn_sigma:
-        raise ValueError("sampler: a learned variance needs a denoiser with learn_sigma=True (2C output channels)")
-    return learn_sigma
-
-def _plan(sampler: Sampler, n_steps: int, pred_type: str) -> tuple[list[int], list]:
-    "The timesteps to visit, and the eps/x0 conversion table, after checking that the conversion exists at each."
-    t_list = _check_timesteps(sampler.timesteps(n_steps), n_steps, sampler.schedule.n_steps).tolist()
-    table, singular = _pred_table(sampler.schedule, pred_type)
-    if singular and not singular.isdisjoint(t_list):
-        raise ValueError(f"pred_type={pred_type!r} cannot give x0 at t={max(singular & set(t_list))}, where alpha_bar = 0 "
-                         "(zero terminal SNR); use a 'v' or 'x0' model there, or timesteps that skip it")
-    return t_list, table
-
-def _check_finite(x: Tensor, finite: list[Tensor], t_list: list[int]) -> Tensor:
-    "`x`, unless a step's prediction was NaN or inf: then an error naming the first such step."
-    if torch.stack(finite).all(): return x
-    i = int((~torch.stack(finite)).nonzero()[0])
-    raise ValueError(f"denoiser: non-finite prediction (NaN or inf) at step {i} (t={t_list[i]}); no samples returned")
+def _pred_table(schedule: NoiseSchedule, pred_type: str) -> tuple[list, frozenset]:
+    "`pred_coefs` of all T timesteps, once per schedule and type; None (and listed) where the conversion is undefined."
+    undefined = frozenset(undefined_timesteps(schedule.to(device='cpu', dtype=torch.float64), pred_type))
+    defined = [t for t in range(schedule.n_steps) if t not in undefined]
+    rows = dict(zip(defined, pred_coefs(schedule, torch.tensor(defined), pred_type)))
+    return [rows.get(t) for t in range(schedule.n_steps)], undefined
 
 # %% ../nbs/55_sampling.ipynb #a4250e42
 @torch.no_grad()
+@document_params
 def sample(denoiser: Callable, # (xt, t, cond) -> pred, with t a (B,) long tensor
            sampler: Sampler, # holds the schedule and takes the steps
            shape: Sequence[int], # shape of the samples, (B, ...)
@@ -300,38 +282,155 @@ def sample(denoiser: Callable, # (xt, t, cond) -> pred, with t a (B,) long tenso
            progress: bool = False, # show a progress bar over the steps
           ) -> Tensor:
     "Run `sampler` from noise x_T to x_0 with one `denoiser` call per step, and return the samples."
-    sampler, T = _bind(sampler, denoiser), sampler.schedule.n_steps
-    n_steps = T if n_steps is None else n_steps
-    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= T:
-        raise ValueError(f"n_steps: expected an int in [1, {T}], got {n_steps!r}")
-    pred_type, learn_sigma = check_pred_type(pred_type or getattr(denoiser, 'pred_type', 'eps')), _learn_sigma(denoiser, sampler)
+    sampler, pred_type, learn_sigma = _setup(denoiser, sampler, pred_type, callback)
     xt = _initial_noise(shape, xT, generator, device)
-    t_list, table = _plan(sampler, int(n_steps), pred_type)
-    t_batch = torch.tensor(t_list, device=xt.device)[:, None].repeat(1, xt.shape[0]).unbind(0)  # (B,) rows for the denoiser
+    t_list, table = _plan(sampler, n_steps, pred_type)
+    t_batch, cond = _t_rows(t_list, xt), _check_cond_rows(cond, len(xt))
+    step_kw = (lambda v: {'model_var': v}) if getattr(sampler, 'needs_model_var', False) else (lambda v: {})
     finite = []  # one 0-d flag per step, read once at the end: no host-device sync inside the loop
     for i, (t, t_prev) in enumerate(tqdm(list(zip(t_list, t_list[1:] + [-1])), disable=not progress, leave=False)):
         pred, model_var = _split(denoiser(xt, t_batch[i], cond), xt, learn_sigma, i, t)
         finite.append(torch.isfinite(pred).all())
-        a, b, c, d = table[t]
-        eps = pred if a == 0.0 and b == 1.0 else xt.mul(a).add_(pred, alpha=b)  # eps = a x_t + b pred
-        x0 = pred if c == 0.0 and d == 1.0 else xt.mul(c).add_(pred, alpha=d)  # x0 = c x_t + d pred
+        eps, x0 = _eps_x0(table[t], xt, pred)
         if callback is not None: callback(i, t, xt, x0)
-        xt = sampler.step(xt, t, t_prev, eps, x0, generator, **({'model_var': model_var} if sampler.needs_model_var else {}))
+        xt = sampler.step(xt, t, t_prev, eps, x0, generator, **step_kw(model_var))
     return _check_finite(xt, finite, t_list)
 
+# %% ../nbs/55_sampling.ipynb #d0b2e006
+def _setup(denoiser: Any, sampler: Any, pred_type: str | None, callback: Any) -> tuple[Sampler, str, bool]:
+    "Check the denoiser, sampler, pred_type and callback; return the bound sampler, the type and `learn_sigma`."
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable (xt, t, cond) -> pred, got {type(denoiser).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable (i, t, xt, x0_hat), got {type(callback).__name__}")
+    sampler = _bind(sampler, denoiser)
+    return sampler, check_pred_type(pred_type or getattr(denoiser, 'pred_type', 'eps')), _learn_sigma(denoiser, sampler)
+
+# %% ../nbs/55_sampling.ipynb #e167647a
+def _bind(sampler: Sampler, denoiser: Callable) -> Sampler:
+    "`sampler`, or a copy that clips x0_hat to the denoiser's `x0_range` when its `clip_x0` is None (automatic)."
+    if not isinstance(sampler, Sampler):
+        raise TypeError(f"sampler: expected a sampler such as DDPMSampler(schedule), got {type(sampler).__name__}")
+    x0_range = getattr(denoiser, 'x0_range', None)
+    automatic = getattr(sampler, 'clip_x0', False) is None and getattr(sampler, 'threshold', None) is None
+    if not automatic or x0_range is None: return sampler
+    bound = copy.copy(sampler)  # shares the coefficient caches
+    bound.clip_x0, bound.clip_range = True, _check_above(x0_range, 'denoiser.x0_range', 0)
+    return bound
+
+def _learn_sigma(denoiser: Callable, sampler: Sampler) -> bool:
+    "Whether the denoiser's output carries a variance half, checked against what the sampler needs."
+    learn_sigma = bool(getattr(denoiser, 'learn_sigma', False))
+    if getattr(sampler, 'needs_model_var', False) and not learn_sigma:
+        raise ValueError("sampler: a learned variance needs a denoiser with learn_sigma=True (2C output channels)")
+    return learn_sigma
+
+# %% ../nbs/55_sampling.ipynb #2a25318b
+def _initial_noise(shape: Any, xT: Any, generator: Any, device: Any) -> Tensor:
+    "x_T: `xT` after its checks, or standard normal noise of `shape` drawn from `generator` on `device`."
+    shape, generator = _check_shape(shape), check_generator(generator)
+    device = None if device is None else check_device(device)
+    if xT is not None: return _check_xT(xT, shape, device, generator)
+    device = device or (generator.device if generator is not None else def_device())
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(f"generator is on {generator.device} but samples are on {device}; "
+                         f"use make_generator(seed, device={str(device)!r})")
+    return torch.randn(shape, generator=generator, device=device)
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    "`shape` as a tuple of at least two positive ints, (B, C, ...), else a clear error."
+    if not isinstance(shape, (tuple, list, torch.Size)):
+        raise TypeError(f"shape: expected a tuple of positive ints like (B, C, H, W), got {type(shape).__name__}")
+    if len(shape) < 2: raise ValueError(f"shape: expected at least 2 dims, (B, C, ...), got {tuple(shape)}")
+    return tuple(check_int(s, f'shape[{k}]', 1) for k, s in enumerate(shape))
+
+# %% ../nbs/55_sampling.ipynb #d0b2e008
+def _check_xT(xT: Any, shape: tuple, device: torch.device | None, generator: torch.Generator | None) -> Tensor:
+    "`xT` if it is a finite float tensor of `shape` on the device of `device` and `generator`, else a clear error."
+    if not isinstance(xT, Tensor) or not xT.is_floating_point(): _check_float(xT, 'xT')
+    if tuple(xT.shape) != shape: raise ValueError(f"xT: expected shape {shape} to match `shape`, got {tuple(xT.shape)}")
+    if device is not None and device.type != xT.device.type:
+        raise ValueError(f"xT is on {xT.device} but device={device}")
+    if generator is not None and generator.device.type != xT.device.type:
+        raise ValueError(f"generator is on {generator.device} but xT is on {xT.device}")
+    if not torch.isfinite(xT).all(): raise ValueError("xT: expected finite values, got NaN or inf")
+    return xT
+
+# %% ../nbs/55_sampling.ipynb #40ec1477
+def _plan(sampler: Sampler, n_steps: Any, pred_type: str) -> tuple[list[int], list]:
+    "The timesteps to visit, and the eps/x0 conversion table, after checking that the conversion exists at each."
+    T = sampler.schedule.n_steps
+    n_steps = T if n_steps is None else check_int(n_steps, 'n_steps')
+    if not 1 <= n_steps <= T: raise ValueError(f"n_steps: expected an int in [1, {T}], got {n_steps}")
+    t_list = _check_timesteps(sampler.timesteps(n_steps), n_steps, T).tolist()
+    table, undefined = _pred_table(sampler.schedule, pred_type)
+    if not undefined.isdisjoint(t_list):
+        raise ValueError(f"pred_type={pred_type!r} cannot give x0 at t={max(undefined & set(t_list))}, where "
+                         "alpha_bar = 0 (zero terminal SNR); use a 'v' or 'x0' model there, or timesteps that skip it")
+    return t_list, table
+
+# %% ../nbs/55_sampling.ipynb #d0b2e00a
+def _check_timesteps(ts: Any, n: int, n_train: int) -> Tensor:
+    "The sampler's `timesteps(n)` if they are n strictly descending ints in [0, n_train), else a clear error."
+    if not isinstance(ts, Tensor) or ts.ndim != 1 or ts.is_floating_point() or len(ts) != n:
+        raise ValueError(f"sampler.timesteps({n}): expected a 1-D integer tensor of length {n}, got {ts!r}")
+    if ts.min() < 0 or ts.max() >= n_train or (len(ts) > 1 and (ts[1:] >= ts[:-1]).any()):
+        raise ValueError(f"sampler.timesteps({n}): expected strictly descending values in [0, {n_train - 1}], "
+                         f"got {ts.tolist()}")
+    return ts.long()
+
+def _t_rows(t_list: list[int], xt: Tensor) -> tuple[Tensor, ...]:
+    "For each step, t as the (B,) long tensor the denoiser receives, on x_t's device."
+    return torch.tensor(t_list, device=xt.device)[:, None].repeat(1, xt.shape[0]).unbind(0)
+
+def _check_cond_rows(cond: Any, batch: int) -> Any:
+    "`cond` unchanged, after checking that a tensor (or each tensor of a tuple) has one row per sample."
+    parts = cond if isinstance(cond, tuple) else (cond,)
+    rows = [len(c) for c in parts if isinstance(c, Tensor) and c.ndim > 0]
+    if any(r != batch for r in rows): raise ValueError(f"cond: expected {batch} rows to match the batch, got {rows}")
+    return cond
+
+# %% ../nbs/55_sampling.ipynb #d0b2e00c
+def _split(pred: Any, xt: Tensor, learn_sigma: bool, i: int, t: int) -> tuple[Tensor, Tensor | None]:
+    "The prediction in x_t's dtype and (for a `learn_sigma` model) its variance half, after checking the shape."
+    want, where = (xt.shape[0], xt.shape[1] * (2 if learn_sigma else 1), *xt.shape[2:]), f"at step {i} (t={t})"
+    if not isinstance(pred, Tensor):
+        raise TypeError(f"denoiser: expected a prediction tensor of shape {want} {where}, got {type(pred).__name__}")
+    if pred.shape != want:
+        raise ValueError(f"denoiser: expected a prediction of shape {want} {where}, got {tuple(pred.shape)}")
+    pred = pred.to(xt.dtype)  # e.g. bfloat16 under autocast: the samples keep x_T's dtype
+    return pred.chunk(2, dim=1) if learn_sigma else (pred, None)
+
+def _eps_x0(row: tuple[float, float, float, float], xt: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    "eps = a x_t + b pred and x0 = c x_t + d pred from one row of the table; `pred` itself where it is one of them."
+    a, b, c, d = row
+    eps = pred if a == 0.0 and b == 1.0 else xt.mul(a).add_(pred, alpha=b)
+    x0 = pred if c == 0.0 and d == 1.0 else xt.mul(c).add_(pred, alpha=d)
+    return eps, x0
+
+def _check_finite(x: Tensor, finite: list[Tensor], t_list: list[int]) -> Tensor:
+    "`x`, unless a step's prediction was NaN or inf: then an error naming the first such step."
+    if torch.stack(finite).all(): return x
+    i = int((~torch.stack(finite)).nonzero()[0])
+    raise ValueError(f"denoiser: non-finite prediction (NaN or inf) at step {i} (t={t_list[i]}); no samples returned")
+
 # %% ../nbs/55_sampling.ipynb #245ab102
+@document_params
 class Recorder:
     "A `sample` callback that keeps t, x_t and x0_hat (on the CPU) every `every` steps, for plots and animations."
-    def __init__(self, every: int = 1 # keep step i when i % every == 0
+    def __init__(self,
+                 every: int = 1, # keep step i when i % every == 0
                 ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1: raise ValueError(f"every: expected a positive int, got {every!r}")
-        self.every, self.i, self.t, self.xt, self.x0_hat = every, [], [], [], []
+        self.every, self.i, self.t, self.xt, self.x0_hat = check_int(every, 'every', 1), [], [], [], []
 
-    def __call__(self, i: int, # the step's index, 0 for the noisiest
+    @document_params
+    def __call__(self,
+                 i: int, # the step's index, 0 for the noisiest
                  t: int, # its timestep
                  xt: Tensor, # the x_t the denoiser saw
                  x0_hat: Tensor, # the denoiser's estimate of x0 (before any clipping)
                 ):
+        "Keep this step's t, x_t and x0_hat if `i % every == 0`."
         if i % self.every: return
         self.i.append(i); self.t.append(int(t))
         self.xt.append(xt.detach().to('cpu', copy=True)); self.x0_hat.append(x0_hat.detach().to('cpu', copy=True))
