@@ -114,6 +114,7 @@ def _noise(self: DDIMSampler, xt: Tensor, generator, noise) -> Tensor:
         raise ValueError(f"noise: expected shape {tuple(xt.shape)} to match xt, got {tuple(noise.shape)}")
     return noise
 
+# %% ../nbs/60_ddim.ipynb #3e9b14d0
 @patch
 @document_params
 def step(self: DDIMSampler,
@@ -172,6 +173,7 @@ def _check_invert_args(denoiser, x0, sampler, n_steps, callback) -> tuple[DDIMSa
     if not 1 <= n_steps <= T: raise ValueError(f"n_steps: expected an int in [1, {T}], got {n_steps!r}")
     return sampler, int(n_steps)
 
+# %% ../nbs/60_ddim.ipynb #84472f72
 def _check_pred(pred, x: Tensor, learn_sigma: bool, i: int, t: int) -> Tensor:
     "The prediction part of a denoiser's output (the first C of a `learn_sigma` model's 2C channels), shape-checked."
     want = (x.shape[0], x.shape[1] * (2 if learn_sigma else 1), *x.shape[2:])

@@ -80,6 +80,7 @@ def _score64(self: MixtureOracle, x: Tensor, # noisy points, (B, D), float64
     r = logits.softmax(-1)  # responsibilities q(k | x_t)
     return ((r / var)[:, :, None] * diff).sum(1)
 
+# %% ../nbs/30_toy2d.ipynb #379a8b5e
 @patch
 @document_params
 def score(self: MixtureOracle, xt: Tensor, # noisy points, (B, D)
@@ -169,6 +170,7 @@ def _check_inputs(self: ToyMLP, xt: Tensor, # noisy points, (B, D)
                          f"got [{t.min().item()}, {t.max().item()}]")
     return t
 
+# %% ../nbs/30_toy2d.ipynb #3a866e8b
 @patch
 @document_params
 def forward(self: ToyMLP, xt: Tensor, # noisy points, (B, D)
@@ -196,6 +198,7 @@ def _check_train_args(model, data_fn, schedule, lr, generator) -> Tensor:
     check_generator(generator)
     return param
 
+# %% ../nbs/30_toy2d.ipynb #4e2c5d7f
 def _check_batch(x0, batch_size: int, param: Tensor) -> Tensor:
     "A batch from `data_fn`, checked, on the model's device and in its dtype."
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 2 or x0.shape[0] != batch_size:
