@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #d983f4a2
 from __future__ import annotations
-import inspect, math, numbers, os, random
+import inspect, math, numbers, os, random, re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ __all__ = ['SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 
            'expand_to', 'check_images', 'to_pil', 'from_pil', 'show_images', 'slider_explorer', 'cache_dir', 'in_test',
            'size_mode', 'pick']
 
-# %% ../nbs/00_core.ipynb #ccd85723
+# %% ../nbs/00_core.ipynb #ad104501
 def _param_entry(name: str, d: dict) -> list[str]:
     "One numpydoc entry, 'name : type, default value', and its description indented below."
     stars = {inspect.Parameter.VAR_POSITIONAL: '*', inspect.Parameter.VAR_KEYWORD: '**'}.get(d.get('kind'), '')
@@ -30,13 +30,24 @@ def _param_entry(name: str, d: dict) -> list[str]:
     if d['default'] is not inspect.Parameter.empty: head += f", default {d['default']!r}"
     return [head] + ([f"    {d['docment']}"] if d['docment'] else [])
 
-def document_params(obj: Callable, # a function, method or class whose parameters carry docments
+def _namedtuple_docments(cls: type) -> dict:
+    "Docments of a NamedTuple's fields: the comment after each `name: type` line of the class body."
+    try: src = inspect.getsource(cls)
+    except (OSError, TypeError): src = ''  # no source file (a class typed into an interpreter): types only
+    found = dict(re.findall(r'^\s+(\w+)\s*:[^#\n]*#\s*(.*)$', src, flags=re.M))
+    empty, annos = inspect.Parameter.empty, cls.__annotations__
+    annos = {f: getattr(annos[f], '__forward_arg__', annos[f]) for f in annos}  # ForwardRef('Tensor') -> 'Tensor'
+    return {f: dict(docment=found.get(f), anno=annos.get(f, empty), default=cls._field_defaults.get(f, empty))
+            for f in cls._fields}
+
+def document_params(obj: Callable, # a function, method, class, dataclass or NamedTuple whose parameters carry docments
                    ) -> Callable:
     "Append a numpydoc 'Parameters' section, built from `obj`'s docments, to its docstring; return `obj`."
     target = getattr(obj, '__func__', obj)  # the function inside a classmethod or bound method
     doc = target.__doc__ or ''
     if '\nParameters\n----------\n' in doc: return obj  # already documented
-    dms = docments(target, full=True, args_kwargs=True)
+    is_namedtuple = isinstance(target, type) and hasattr(target, '_fields')
+    dms = _namedtuple_docments(target) if is_namedtuple else docments(target, full=True, args_kwargs=True)
     entries = [line for name, d in dms.items() if name not in ('self', 'cls', 'return')
                for line in _param_entry(name, d)]
     if entries: target.__doc__ = f"{doc}\n\nParameters\n----------\n" + '\n'.join(entries)
@@ -44,7 +55,7 @@ def document_params(obj: Callable, # a function, method or class whose parameter
 
 document_params(document_params)
 
-# %% ../nbs/00_core.ipynb #bff40744
+# %% ../nbs/00_core.ipynb #58c4393a
 @document_params
 def undocumented_params(module: Any, # a module with `__all__`, such as `diffnb.core`
                        ) -> list[str]:
@@ -53,7 +64,7 @@ def undocumented_params(module: Any, # a module with `__all__`, such as `diffnb.
     takes_params = lambda o: bool(set(docments(o)) - {'self', 'cls', 'return'})
     return [n for n, o in objs.items() if callable(o) and takes_params(o) and '\nParameters\n' not in (o.__doc__ or '')]
 
-# %% ../nbs/00_core.ipynb #9df81370
+# %% ../nbs/00_core.ipynb #cd4cd97f
 def _brief(v: Any) -> str:
     "A short description of `v` for error messages: its type, with its shape and dtype or its value."
     if isinstance(v, (Tensor, np.ndarray)): return f"{type(v).__name__} of shape {tuple(v.shape)} and dtype {v.dtype}"
@@ -72,7 +83,7 @@ def check_int(v: Any, # the value to check
     if min_value is not None and v < min_value: raise ValueError(f"{name}: expected an int >= {min_value}, got {v}")
     return int(v)
 
-# %% ../nbs/00_core.ipynb #832b6447
+# %% ../nbs/00_core.ipynb #ca9ed44b
 @document_params
 def check_number(v: Any, # the value to check
                  name: str, # the argument's name, for the message
@@ -84,7 +95,7 @@ def check_number(v: Any, # the value to check
     if not math.isfinite(v): raise ValueError(f"{name}: expected a finite number, got {v}")
     return float(v)
 
-# %% ../nbs/00_core.ipynb #abe926b4
+# %% ../nbs/00_core.ipynb #75536bec
 @document_params
 def check_choice(v: Any, # the value to check
                  name: str, # the argument's name, for the message
@@ -95,7 +106,7 @@ def check_choice(v: Any, # the value to check
     if v not in choices: raise ValueError(f"{name}: expected one of {tuple(choices)}, got {v!r}")
     return v
 
-# %% ../nbs/00_core.ipynb #cacd86fa
+# %% ../nbs/00_core.ipynb #947dd22c
 @document_params
 def test_raises(f: Callable[[], Any], # called with no arguments
                 exc: type | tuple = (ValueError, TypeError), # the exception class(es) expected
@@ -109,7 +120,7 @@ def test_raises(f: Callable[[], Any], # called with no arguments
         return e
     raise AssertionError(f"expected {exc} with {contains!r}, but nothing was raised")
 
-# %% ../nbs/00_core.ipynb #a366b38d
+# %% ../nbs/00_core.ipynb #a77576d6
 def _test_cmp(a: Any, b: Any, op: Callable, sym: str):
     "Check `op(a, b)` elementwise (broadcasting); on failure show the first places where it fails."
     a, b = torch.broadcast_tensors(torch.as_tensor(a), torch.as_tensor(b))
@@ -153,7 +164,7 @@ def check_device(device: str | torch.device, # such as 'cpu', 'cuda', 'cuda:1' o
         raise ValueError(f"{name}: 'mps' needs an Apple GPU, which torch does not see here; use 'cpu' or def_device()")
     return d
 
-# %% ../nbs/00_core.ipynb #a8e5b225
+# %% ../nbs/00_core.ipynb #a666e90d
 @document_params
 def def_device(override: str | torch.device | None = None, # a device to use instead of the automatic choice
               ) -> torch.device:
@@ -242,7 +253,7 @@ def to_pil(x: Tensor, # images (B, C, H, W) in [-1, 1], C is 1 or 3
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return [Image.fromarray(a[..., 0], 'L') if a.shape[-1] == 1 else Image.fromarray(a, 'RGB') for a in arr]
 
-# %% ../nbs/00_core.ipynb #aba868f0
+# %% ../nbs/00_core.ipynb #e59e7a06
 _GREY_MODES, _UNSCALED_MODES = ('L', '1', 'LA'), ('F', 'I', 'I;16', 'I;16B', 'I;16L', 'I;16N')
 
 def _pil_to_tensor(im: Image.Image, size: int | None) -> Tensor:
@@ -256,7 +267,7 @@ def _pil_to_tensor(im: Image.Image, size: int | None) -> Tensor:
     a = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())
     return a[None] if a.ndim == 2 else a.permute(2, 0, 1)
 
-# %% ../nbs/00_core.ipynb #ea3cdaa1
+# %% ../nbs/00_core.ipynb #34cd5ae2
 @document_params
 def from_pil(imgs: Image.Image | Sequence[Image.Image], # one image or several of the same size and mode
              size: int | None = None, # resize to `size` x `size` first
@@ -301,7 +312,7 @@ def show_images(x: Tensor, # images (B, C, H, W) in [-1, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_core.ipynb #f64557b6
+# %% ../nbs/00_core.ipynb #0a0baaba
 def _make_slider(widgets: Any, name: str, spec: Any) -> Any:
     "An ipywidgets slider from `(min, max[, step[, start]])`, or `spec` itself if it is already a widget."
     if isinstance(spec, widgets.ValueWidget): return spec
@@ -317,7 +328,7 @@ def _make_slider(widgets: Any, name: str, spec: Any) -> Any:
     kw = dict(step=cast(step)) if step is not None else {}
     return cls(min=cast(lo), max=cast(hi), value=cast(start), description=name, continuous_update=False, **kw)
 
-# %% ../nbs/00_core.ipynb #0673252a
+# %% ../nbs/00_core.ipynb #09bd5834
 @document_params
 def slider_explorer(fn: Callable[..., Any], # called as `fn(**values)`; returns what to show, e.g. a matplotlib figure
                     **sliders: Any, # name=(min, max[, step[, start]]) for each slider, or name=an ipywidgets slider
@@ -348,7 +359,7 @@ def slider_explorer(fn: Callable[..., Any], # called as `fn(**values)`; returns 
     update.state = state  # the `values` and `result` drawn last
     return widgets.VBox([*controls.values(), out]), update
 
-# %% ../nbs/00_core.ipynb #9a37ec36
+# %% ../nbs/00_core.ipynb #f1309c85
 @document_params
 def cache_dir(*parts: str, # subfolders inside the cache folder
              ) -> Path:

@@ -8,48 +8,62 @@ import math
 from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
-from .core import expand_to
+from .core import expand_to, check_int, check_choice, check_generator, document_params, _brief
 from .forward import NoiseSchedule
 
 # %% auto #0
 __all__ = ['VARIANCES', 'DECODERS', 'q_posterior', 'normal_kl', 'discretized_gaussian_log_likelihood', 'gaussian_log_likelihood',
-           'prior_bpd', 'model_variance', 'vlb_term', 'VLB', 'nll_bpd', 'vlb_weight']
+           'prior_bpd', 'model_variance', 'model_mean', 'decoder_nll', 'vlb_term', 'VLB', 'nll_bpd', 'vlb_weight']
 
 # %% ../nbs/20_elbo.ipynb #7feae3a0
 def _check_float(x: Tensor, name: str) -> Tensor:
-    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(x, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {_brief(x)}")
     if not x.is_floating_point(): raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
     return x
 
 def _check_same(x: Tensor, ref: Tensor, name: str, ref_name: str) -> Tensor:
+    "Check that `x` is a float tensor with the shape, dtype and device of `ref`: mixed dtypes are not promoted."
     _check_float(x, name)
-    if x.shape != ref.shape: raise ValueError(f"{name}: expected shape {tuple(ref.shape)} to match {ref_name}, got {tuple(x.shape)}")
+    if x.shape != ref.shape:
+        raise ValueError(f"{name}: expected shape {tuple(ref.shape)} to match {ref_name}, got {tuple(x.shape)}")
+    if x.dtype != ref.dtype:
+        raise TypeError(f"{name}: expected dtype {ref.dtype} to match {ref_name}, got {x.dtype}"
+                        " (mixed dtypes are not promoted)")
+    if x.device != ref.device:
+        raise ValueError(f"{name}: expected device {ref.device} to match {ref_name}, got {x.device}")
     return x
 
 # %% ../nbs/20_elbo.ipynb #5bce3691
+@document_params
 def q_posterior(schedule: NoiseSchedule, # the noise schedule
                 x0: Tensor, # clean data, (B, ...)
-                xt: Tensor, # noisy data at step t, same shape as `x0`
+                xt: Tensor, # noisy data at step t, same shape, dtype and device as `x0`
                 t: int | Tensor, # timesteps, 0-indexed, scalar or (B,)
                ) -> tuple[Tensor, Tensor]:
-    "Mean mu_tilde (like `x0`) and variance beta_tilde (broadcastable, (B, 1, ...)) of q(x_{t-1}|x_t, x_0) (DDPM eqs. 6-7)."
+    "Mean mu_tilde (like `x0`) and variance beta_tilde ((B, 1, ...)) of q(x_{t-1}|x_t, x_0) (DDPM eqs. 6-7)."
     _check_float(x0, 'x0'); _check_same(xt, x0, 'xt', 'x0')
-    mu_tilde = schedule.gather(schedule.posterior_coef_x0, t, x0) * x0 + schedule.gather(schedule.posterior_coef_xt, t, x0) * xt
-    return mu_tilde, schedule.gather(schedule.beta_tilde, t, x0)
+    coef_x0 = schedule.gather(schedule.posterior_coef_x0, t, x0)
+    coef_xt = schedule.gather(schedule.posterior_coef_xt, t, x0)
+    return coef_x0 * x0 + coef_xt * xt, schedule.gather(schedule.beta_tilde, t, x0)
 
 # %% ../nbs/20_elbo.ipynb #217f2949
-def normal_kl(mean1: Tensor, # mean of the first Gaussian
-              logvar1: Tensor, # its log-variance
-              mean2: Tensor, # mean of the second Gaussian
-              logvar2: Tensor, # its log-variance
+@document_params
+def normal_kl(mean1: Tensor | float, # mean of the first Gaussian
+              logvar1: Tensor | float, # its log-variance
+              mean2: Tensor | float, # mean of the second Gaussian
+              logvar2: Tensor | float, # its log-variance
              ) -> Tensor:
-    "Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats; arguments broadcast."
+    "Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats; arguments broadcast and promote."
     args = dict(mean1=mean1, logvar1=logvar1, mean2=mean2, logvar2=logvar2)
-    ts = [torch.as_tensor(v) for v in args.values()]
-    for (k, v), x in zip(args.items(), ts):
-        if not x.is_floating_point(): raise TypeError(f"normal_kl: expected a floating-point {k}, got {x.dtype}")
+    ts = []
+    for k, v in args.items():
+        x = torch.as_tensor(v) if isinstance(v, (Tensor, float, int)) else None
+        if x is None or not x.is_floating_point():
+            raise TypeError(f"normal_kl: expected a floating-point {k} (a tensor or a float), got {_brief(v)}")
+        ts.append(x)
     try: torch.broadcast_shapes(*(x.shape for x in ts))
-    except RuntimeError: raise ValueError(f"normal_kl: shapes do not broadcast: {[tuple(x.shape) for x in ts]}") from None
+    except RuntimeError:
+        raise ValueError(f"normal_kl: shapes do not broadcast: {[tuple(x.shape) for x in ts]}") from None
     m1, lv1, m2, lv2 = ts
     return 0.5 * (lv2 - lv1 + torch.exp(lv1 - lv2) + (m1 - m2) ** 2 * torch.exp(-lv2) - 1)
 
@@ -64,27 +78,42 @@ def _log_normal_mass(a: Tensor, # lower edges, standardised
     return log_b + torch.log(-torch.expm1(log_a - log_b))
 
 # %% ../nbs/20_elbo.ipynb #991bf2a0
-def discretized_gaussian_log_likelihood(x: Tensor, # 8-bit data scaled to [-1, 1], (B, ...)
-                                        mean: Tensor, # decoder mean, same shape as `x`
-                                        log_scale: Tensor, # log of the decoder's standard deviation, broadcastable to `x`
+def _log_scale(log_scale: Tensor | float, x: Tensor, name: str = 'log_scale') -> Tensor:
+    "`log_scale` as a tensor in x's dtype and device, checked to be floating-point and to broadcast against `x`."
+    if isinstance(log_scale, float): return torch.tensor(log_scale, dtype=x.dtype, device=x.device)  # exact in x's dtype
+    ls = log_scale if isinstance(log_scale, Tensor) else None
+    if ls is None or not ls.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor or a float, got {_brief(log_scale)}")
+    try: torch.broadcast_shapes(ls.shape, x.shape)
+    except RuntimeError:
+        raise ValueError(f"{name}: shape {tuple(ls.shape)} does not broadcast to {tuple(x.shape)}") from None
+    return ls.to(x)
+
+@document_params
+def discretized_gaussian_log_likelihood(x: Tensor, # 8-bit data scaled to [-1, 1], (B, ...), float32 or float64
+                                        mean: Tensor, # decoder mean, same shape and dtype as `x`
+                                        log_scale: Tensor, # log of the decoder's standard deviation, broadcastable
                                        ) -> Tensor:
     "Elementwise log-probability (nats) of `x` under a Gaussian integrated over 8-bit bins (DDPM eq. 13)."
-    _check_float(x, 'x'); _check_same(mean, x, 'mean', 'x'); _check_float(torch.as_tensor(log_scale), 'log_scale')
+    _check_float(x, 'x'); _check_same(mean, x, 'mean', 'x'); inv_scale = torch.exp(-_log_scale(log_scale, x))
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x: expected float32 or float64, got {x.dtype}; the bins' probabilities need more precision")
+    if x.numel() and not torch.isfinite(x).all(): raise ValueError("x: expected finite values, got NaN or inf")
     if x.numel() and (x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6):
         raise ValueError(f"x: expected values in [-1, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]")
-    inv_scale = torch.exp(-torch.as_tensor(log_scale).to(x))
     lo = torch.where(x < -1 + 1 / 255, -math.inf, (x - 1 / 255 - mean) * inv_scale)  # bottom bin reaches -inf
     hi = torch.where(x > 1 - 1 / 255, math.inf, (x + 1 / 255 - mean) * inv_scale)    # top bin reaches +inf
     return _log_normal_mass(lo, hi)
 
 # %% ../nbs/20_elbo.ipynb #a61f3208
+@document_params
 def gaussian_log_likelihood(x: Tensor, # continuous data, (B, ...)
-                            mean: Tensor, # same shape as `x`
+                            mean: Tensor, # same shape and dtype as `x`
                             log_scale: Tensor, # log standard deviation, broadcastable to `x`
                            ) -> Tensor:
     "Elementwise log-density (nats) of `x` under N(mean, exp(log_scale)^2)."
     _check_float(x, 'x'); _check_same(mean, x, 'mean', 'x')
-    log_scale = torch.as_tensor(log_scale).to(x)
+    log_scale = _log_scale(log_scale, x)
     return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2
 
 # %% ../nbs/20_elbo.ipynb #ce766f2d
@@ -93,10 +122,17 @@ def _bpd(x: Tensor) -> Tensor:
     return x.flatten(1).mean(1) / math.log(2)
 
 def _check_x0(x0: Tensor) -> Tensor:
+    "Check data for the bound: a finite float32 or float64 batch (B, ...) with at least 2 dims."
     _check_float(x0, 'x0')
-    if x0.ndim < 2: raise ValueError(f"x0: expected a batch of shape (B, ...) with at least 2 dims, got {tuple(x0.shape)}")
+    if x0.ndim < 2:
+        raise ValueError(f"x0: expected a batch of shape (B, ...) with at least 2 dims, got {tuple(x0.shape)}")
+    if x0.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x0: expected float32 or float64, got {x0.dtype}; the bound sums many small terms,"
+                        " so pass x0.float()")
+    if x0.numel() and not torch.isfinite(x0).all(): raise ValueError("x0: expected finite values, got NaN or inf")
     return x0
 
+@document_params
 def prior_bpd(schedule: NoiseSchedule, # the noise schedule
               x0: Tensor, # clean data, (B, ...)
              ) -> Tensor:
@@ -109,32 +145,74 @@ def prior_bpd(schedule: NoiseSchedule, # the noise schedule
 # %% ../nbs/20_elbo.ipynb #8231402d
 VARIANCES = ('beta_tilde', 'beta')
 
+@document_params
 def model_variance(schedule: NoiseSchedule, # the noise schedule
                    variance: str = 'beta_tilde', # 'beta_tilde' (DDPM's sigma^2 = beta_tilde) or 'beta'
                   ) -> Tensor:
     "The fixed reverse variances sigma_t^2, shape (T,); index 0 is the decoder's."
-    if variance not in VARIANCES: raise ValueError(f"variance: expected one of {VARIANCES}, got {variance!r}")
-    if variance == 'beta': return schedule.beta
+    if check_choice(variance, 'variance', VARIANCES) == 'beta': return schedule.beta
     if schedule.n_steps < 2: raise ValueError("variance 'beta_tilde' needs n_steps >= 2 (beta_tilde is 0 at index 0)")
     return torch.cat([schedule.beta_tilde[1:2], schedule.beta_tilde[1:]])
 
 # %% ../nbs/20_elbo.ipynb #246e5b42
 _PRED_TYPES = ('eps', 'x0', 'v')
-DECODERS = ('discrete', 'gaussian')
 
 def _x0_hat(schedule: NoiseSchedule, pred: Tensor, xt: Tensor, t: Tensor, pred_type: str) -> Tensor:
     "The model's estimate of x0 from a prediction of type `pred_type`."
     if pred_type == 'x0': return pred
-    sqrt_ab, sqrt_1m_ab = schedule.gather(schedule.sqrt_alpha_bar, t, xt), schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt)
-    if pred_type == 'eps': return (xt - sqrt_1m_ab * pred) / sqrt_ab
-    return sqrt_ab * xt - sqrt_1m_ab * pred  # v
+    sqrt_alpha_bar = schedule.gather(schedule.sqrt_alpha_bar, t, xt)
+    sqrt_one_minus_alpha_bar = schedule.gather(schedule.sqrt_one_minus_alpha_bar, t, xt)
+    if pred_type == 'eps': return (xt - sqrt_one_minus_alpha_bar * pred) / sqrt_alpha_bar
+    return sqrt_alpha_bar * xt - sqrt_one_minus_alpha_bar * pred  # v
 
 def _pred_type(denoiser: Callable, pred_type: str | None) -> str:
-    pred_type = pred_type or getattr(denoiser, 'pred_type', 'eps')
-    if pred_type not in _PRED_TYPES: raise ValueError(f"pred_type: expected one of {_PRED_TYPES}, got {pred_type!r}")
-    return pred_type
+    return check_choice(pred_type or getattr(denoiser, 'pred_type', 'eps'), 'pred_type', _PRED_TYPES)
+
+# %% ../nbs/20_elbo.ipynb #359be4e3
+@document_params
+def model_mean(schedule: NoiseSchedule, # the noise schedule
+               pred: Tensor, # the denoiser's prediction at (xt, t), same shape and dtype as `xt`
+               xt: Tensor, # noisy data, (B, ...)
+               t: int | Tensor, # timesteps, 0-indexed, scalar or (B,)
+               pred_type: str = 'eps', # what `pred` is: 'eps', 'x0' or 'v'
+               clip_x0: bool = False, # clamp x0_hat to [-1, 1]
+              ) -> tuple[Tensor, Tensor]:
+    "The model's reverse mean mu_theta(x_t, t) = mu_tilde(x_t, x0_hat) (DDPM eqs. 7, 11), and the x0_hat behind it."
+    _check_float(xt, 'xt'); _check_same(pred, xt, 'pred', 'xt'); check_choice(pred_type, 'pred_type', _PRED_TYPES)
+    t = schedule.check_t(t, batch=xt.shape[0])
+    if pred_type == 'eps' and (schedule.alpha_bar[t] == 0).any():
+        raise ValueError("t: an eps prediction cannot give x0 where alpha_bar = 0 (the last step of a zero-terminal-SNR"
+                         " schedule); use a 'v' or 'x0' prediction there")
+    x0_hat = _x0_hat(schedule, pred, xt, t, pred_type)
+    if clip_x0: x0_hat = x0_hat.clamp(-1, 1)
+    return q_posterior(schedule, x0_hat, xt, t)[0], x0_hat
+
+# %% ../nbs/20_elbo.ipynb #e160af7a
+DECODERS = ('discrete', 'gaussian')
+
+@document_params
+def decoder_nll(x0: Tensor, # clean data, (B, ...); 8-bit values in [-1, 1] for the discrete decoder
+                mean: Tensor, # the decoder's mean mu_theta(x_1, 1), same shape and dtype as `x0`
+                log_var: Tensor | float, # the decoder's log-variance log sigma_1^2, broadcastable to `x0`
+                decoder: str = 'discrete', # 'discrete' (DDPM eq. 13) or 'gaussian' (a density, for continuous data)
+               ) -> Tensor:
+    "L_0 = -log p_theta(x_0|x_1) per element, in nats: the Gaussian integrated over 8-bit bins, or its density."
+    ll = dict(discrete=discretized_gaussian_log_likelihood, gaussian=gaussian_log_likelihood)
+    _check_float(x0, 'x0')
+    return -ll[check_choice(decoder, 'decoder', DECODERS)](x0, mean, 0.5 * _log_scale(log_var, x0, 'log_var'))
 
 # %% ../nbs/20_elbo.ipynb #6025debf
+def _denoise(denoiser: Callable, xt: Tensor, t: Tensor, cond: Any) -> Tensor:
+    "Call the denoiser and check its output: a tensor of xt's shape without NaN or inf."
+    pred = denoiser(xt, t, cond)
+    if not isinstance(pred, Tensor) or pred.shape != xt.shape:
+        raise ValueError(f"denoiser: expected a prediction of shape {tuple(xt.shape)}, got {_brief(pred)}")
+    bad = ~torch.isfinite(pred).flatten(1).all(1)
+    if bad.any():
+        raise ValueError(f"denoiser: returned NaN or inf at timesteps {t[bad.to(t.device)].unique().tolist()[:5]}")
+    return pred
+
+@document_params
 def vlb_term(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
              x0: Tensor, # clean data, (B, ...); 8-bit values in [-1, 1] for the discrete decoder
              t: int | Tensor, # timesteps, 0-indexed, scalar or (B,)
@@ -147,41 +225,43 @@ def vlb_term(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
              clip_x0: bool = False, # clamp x0_hat to [-1, 1]
              generator: torch.Generator | None = None, # source of noise when `eps` is None
             ) -> Tensor:
-    "One Monte Carlo sample of the paper's L_t per sample, in bits per dimension, shape (B,): a KL for t > 0, the decoder NLL at t = 0."
-    _check_x0(x0); t = schedule.check_t(t, batch=x0.shape[0]); pred_type = _pred_type(denoiser, pred_type)
-    if decoder not in DECODERS: raise ValueError(f"decoder: expected one of {DECODERS}, got {decoder!r}")
-    if eps is None: eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    "One Monte Carlo sample of the paper's L_t in bits/dim, shape (B,): a KL for t > 0, the decoder's NLL at t = 0."
+    _check_x0(x0); t = schedule.check_t(t, batch=x0.shape[0]); check_choice(decoder, 'decoder', DECODERS)
+    if eps is None: eps = torch.randn(x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype)
     xt = schedule.q_sample(x0, t, eps)
-    pred = denoiser(xt, t, cond)
-    if not isinstance(pred, Tensor) or pred.shape != xt.shape:
-        raise ValueError(f"denoiser: expected a prediction of shape {tuple(xt.shape)}, got {tuple(getattr(pred, 'shape', ()))}")
-    x0_hat = _x0_hat(schedule, pred, xt, t, pred_type)
-    if clip_x0: x0_hat = x0_hat.clamp(-1, 1)
-    mean_q, mean_p = q_posterior(schedule, x0, xt, t)[0], q_posterior(schedule, x0_hat, xt, t)[0]
-    log_var_q = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)  # log beta_tilde; index 0 unused
+    mean_p = model_mean(schedule, _denoise(denoiser, xt, t, cond), xt, t, _pred_type(denoiser, pred_type), clip_x0)[0]
     log_var_p = schedule.gather(model_variance(schedule, variance).log(), t, x0)
-    kl = normal_kl(mean_q, log_var_q, mean_p, log_var_p)
+    log_var_q = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)  # log beta_tilde; index 0 unused
+    kl = normal_kl(q_posterior(schedule, x0, xt, t)[0], log_var_q, mean_p, log_var_p)
     if not (t == 0).any(): return _bpd(kl)
-    ll = discretized_gaussian_log_likelihood if decoder == 'discrete' else gaussian_log_likelihood
-    return _bpd(torch.where(expand_to(t == 0, x0), -ll(x0, mean_p, 0.5 * log_var_p), kl))
+    return _bpd(torch.where(expand_to(t == 0, x0), decoder_nll(x0, mean_p, log_var_p, decoder), kl))
 
 # %% ../nbs/20_elbo.ipynb #73e15ccb
+@document_params
 class VLB(NamedTuple):
     "The variational bound in bits per dimension."
     total: Tensor  # (B,) the bound on -log p(x0) per sample
     prior: Tensor  # (B,) L_T
     terms: Tensor | None  # (B, T) L_t per index (0: decoder); None when timesteps were sampled
 
-def _repeat_batch(cond, k: int):
-    "Repeat conditioning `k` times along the batch."
-    if cond is None or k == 1: return cond
-    if isinstance(cond, Tensor): return cond.repeat(k, *([1] * (cond.ndim - 1)))
-    if isinstance(cond, (list, tuple)): return type(cond)(list(cond) * k)
-    raise TypeError(f"cond: expected None, a Tensor or a list, got {type(cond).__name__}")
+def _repeat_batch(cond: Any, k: int, b: int) -> Any:
+    "Check that conditioning has `b` rows and repeat it `k` times along the batch."
+    if cond is None: return None
+    if isinstance(cond, Tensor):
+        if cond.ndim == 0 or len(cond) != b:
+            raise ValueError(f"cond: expected {b} rows to match x0, got {_brief(cond)}")
+        return cond.repeat(k, *([1] * (cond.ndim - 1)))
+    if isinstance(cond, tuple) and cond and all(isinstance(c, Tensor) for c in cond):  # (context, mask)
+        return tuple(_repeat_batch(c, k, b) for c in cond)
+    if isinstance(cond, (list, tuple)):
+        if len(cond) != b: raise ValueError(f"cond: expected {b} items to match x0, got {len(cond)}")
+        return type(cond)(list(cond) * k)
+    raise TypeError(f"cond: expected None, a Tensor, a (context, mask) tuple or a list, got {type(cond).__name__}")
 
 # %% ../nbs/20_elbo.ipynb #9c6a7a9c
+@document_params
 def nll_bpd(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
-            x0: Tensor, # clean data, (B, ...)
+            x0: Tensor, # clean data, (B, ...), float32 or float64
             schedule: NoiseSchedule, # the noise schedule
             cond: Any = None, # conditioning for the denoiser, batch B
             n_t: int | None = None, # None: all T terms; else an estimate from `n_t` random timesteps per sample
@@ -190,27 +270,30 @@ def nll_bpd(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
             **kwargs, # passed to `vlb_term`: variance, decoder, pred_type, clip_x0
            ) -> VLB:
     "The variational bound L (DDPM eq. 5) in bits per dimension, per sample, with its per-timestep breakdown."
-    _check_x0(x0); b, n_steps = x0.shape[0], schedule.n_steps
+    _check_x0(x0); b, n_steps, generator = x0.shape[0], schedule.n_steps, check_generator(generator)
+    if not callable(denoiser):
+        raise TypeError(f"denoiser: expected a callable (xt, t, cond) -> pred, got {_brief(denoiser)}")
+    _repeat_batch(cond, 1, b)  # check it before any work
     if n_t is None: ts = torch.arange(n_steps, device=x0.device)[:, None].expand(n_steps, b)  # (T, B)
-    elif isinstance(n_t, int) and n_t > 0: ts = torch.randint(n_steps, (n_t, b), generator=generator, device=x0.device)
-    else: raise ValueError(f"n_t: expected None or a positive int, got {n_t!r}")
-    k = max(1, (max_batch or b) // b)  # timesteps per denoiser call
+    else: ts = torch.randint(n_steps, (check_int(n_t, 'n_t', 1), b), generator=generator, device=x0.device)
+    k = max(1, (b if max_batch is None else check_int(max_batch, 'max_batch', 1)) // b)  # timesteps per denoiser call
     terms = []
     for rows in ts.split(k):
         x = x0.repeat(len(rows), *([1] * (x0.ndim - 1)))
-        eps = torch.cat([torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) for _ in rows])  # same draws whatever k
-        terms.append(vlb_term(denoiser, x, rows.reshape(-1), schedule, _repeat_batch(cond, len(rows)),
-                              eps=eps, **kwargs).view(len(rows), b))
+        draws = [torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype) for _ in rows]
+        terms.append(vlb_term(denoiser, x, rows.reshape(-1), schedule, _repeat_batch(cond, len(rows), b),
+                              eps=torch.cat(draws), **kwargs).view(len(rows), b))  # the same draws whatever k
     terms, prior = torch.cat(terms), prior_bpd(schedule, x0)
     if n_t is None: return VLB(prior + terms.sum(0), prior, terms.T)
     return VLB(prior + n_steps * terms.mean(0), prior, None)
 
 # %% ../nbs/20_elbo.ipynb #bd3df60f
+@document_params
 def vlb_weight(schedule: NoiseSchedule, # the noise schedule
                t: int | Tensor, # timesteps, 0-indexed
                variance: str = 'beta_tilde', # the fixed reverse variance, one of `VARIANCES`
               ) -> Tensor:
-    "lambda_t = beta^2 / (2 sigma^2 alpha (1 - alpha_bar)), the weight that turns ||eps - eps_theta||^2 into L_t (DDPM eq. 12)."
+    "lambda_t = beta^2 / (2 sigma^2 alpha (1 - alpha_bar)): it turns ||eps - eps_theta||^2 into L_t (DDPM eq. 12)."
     t = schedule.check_t(t)
     sigma2 = model_variance(schedule, variance)
     return (schedule.beta ** 2 / (2 * sigma2 * schedule.alpha * schedule.sqrt_one_minus_alpha_bar ** 2))[t]

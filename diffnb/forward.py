@@ -7,92 +7,121 @@ from __future__ import annotations
 import math, numbers
 from collections.abc import Callable
 from typing import Any
+import numpy as np
 import torch
 from torch import Tensor
-import matplotlib.pyplot as plt
 from fastcore.basics import patch
-from .core import expand_to, check_images, show_images
+from .core import (expand_to, check_images, show_images, check_int, check_number, check_choice, check_device,
+                         check_generator, document_params, slider_explorer, _brief)
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'sigmoid_betas', 'check_betas',
-           'rescale_zero_terminal_snr', 'make_betas', 'NoiseSchedule', 'noise_explorer']
+__all__ = ['BETA_SCHEDULES', 'BETA_ALIASES', 'linear_betas', 'scaled_linear_betas', 'cosine_betas', 'sigmoid_betas',
+           'check_betas', 'rescale_zero_terminal_snr', 'make_betas', 'NoiseSchedule', 'noise_explorer']
 
 # %% ../nbs/10_forward.ipynb #073444ab
+def _check_endpoints(n_steps: int, beta_start: float, beta_end: float) -> tuple[int, float, float]:
+    "Check a schedule's length and endpoints: 0 < beta_start <= beta_end < 1."
+    n_steps = check_int(n_steps, 'n_steps', 1)
+    beta_start, beta_end = check_number(beta_start, 'beta_start'), check_number(beta_end, 'beta_end')
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(f"beta_start, beta_end: expected 0 < beta_start <= beta_end < 1,"
+                         f" got beta_start={beta_start}, beta_end={beta_end}")
+    return n_steps, beta_start, beta_end
+
+# %% ../nbs/10_forward.ipynb #553ecd41
+@document_params
 def linear_betas(n_steps: int = 1000, # T, the number of diffusion steps
                  beta_start: float = 1e-4, # beta_1
                  beta_end: float = 0.02, # beta_T
                 ) -> Tensor:
     "DDPM's linear schedule (Ho et al. 2020, section 4), in float64."
+    n_steps, beta_start, beta_end = _check_endpoints(n_steps, beta_start, beta_end)
     return torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)
 
+@document_params
 def scaled_linear_betas(n_steps: int = 1000, # T
                         beta_start: float = 0.00085, # beta_1
                         beta_end: float = 0.012, # beta_T
                        ) -> Tensor:
     "Stable Diffusion's schedule (Rombach et al. 2022): linear in sqrt(beta), in float64."
+    n_steps, beta_start, beta_end = _check_endpoints(n_steps, beta_start, beta_end)
     return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n_steps, dtype=torch.float64) ** 2
 
 # %% ../nbs/10_forward.ipynb #4b5d1528
+@document_params
 def cosine_betas(n_steps: int = 1000, # T
-                 s: float = 0.008, # small offset so beta_1 is not vanishingly small
-                 max_beta: float = 0.999, # clip, to avoid a singularity at t = T
+                 s: float = 0.008, # small offset so beta_1 is not vanishingly small; s >= 0
+                 max_beta: float = 0.999, # clip, to avoid a singularity at t = T; in (0, 1]
                 ) -> Tensor:
     "Improved DDPM's cosine schedule (Nichol & Dhariwal 2021, eq. 17), in float64."
+    n_steps, s, max_beta = check_int(n_steps, 'n_steps', 1), check_number(s, 's'), check_number(max_beta, 'max_beta')
+    if s < 0: raise ValueError(f"s: expected an offset >= 0, got {s}")
+    if not 0 < max_beta <= 1: raise ValueError(f"max_beta: expected a value in (0, 1], got {max_beta}")
     f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
     u = torch.arange(n_steps + 1, dtype=torch.float64) / n_steps  # t/T for t = 0..T
     alpha_bar = f(u) / f(u[:1])
     return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=max_beta)
 
+@document_params
 def sigmoid_betas(n_steps: int = 1000, # T
                   beta_start: float = 1e-4, # the smallest beta
                   beta_end: float = 0.02, # the largest beta
                  ) -> Tensor:
     "A sigmoid-shaped ramp from `beta_start` to `beta_end` (over [-6, 6]), in float64."
+    n_steps, beta_start, beta_end = _check_endpoints(n_steps, beta_start, beta_end)
     return torch.sigmoid(torch.linspace(-6, 6, n_steps, dtype=torch.float64)) * (beta_end - beta_start) + beta_start
 
 # %% ../nbs/10_forward.ipynb #e6e3b069
+@document_params
 def check_betas(betas: Tensor, # candidate betas: a tensor, array or list
                ) -> Tensor:
-    "Validate betas (a finite 1-D tensor in (0, 1); only the last may equal 1, for zero terminal SNR); return them in float64."
+    "Validate betas (finite, 1-D, in (0, 1); only the last may be 1, for zero terminal SNR); return them in float64."
+    if isinstance(betas, (str, bytes)): raise TypeError(f"betas: expected a 1-D tensor of floats, got str {betas!r}")
     try: betas = torch.as_tensor(betas).detach().to('cpu', torch.float64)  # float64 on the CPU, which every backend has
-    except (TypeError, ValueError, RuntimeError) as e: raise TypeError(f"betas: expected a 1-D tensor of floats, got {type(betas).__name__}") from e
-    if betas.ndim != 1 or len(betas) == 0: raise ValueError(f"betas: expected a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"betas: expected a 1-D tensor of floats, got {type(betas).__name__}") from e
+    if betas.ndim != 1 or len(betas) == 0:
+        raise ValueError(f"betas: expected a non-empty 1-D tensor, got shape {tuple(betas.shape)}")
     if not torch.isfinite(betas).all(): raise ValueError("betas: expected finite values, got NaN or inf")
     if (betas <= 0).any() or (betas[:-1] >= 1).any() or betas[-1] > 1:
-        raise ValueError(f"betas: expected values in (0, 1) (the last may be 1), got [{betas.min():.3g}, {betas.max():.3g}]")
+        raise ValueError(f"betas: expected values in (0, 1) (the last may be 1),"
+                         f" got [{betas.min():.3g}, {betas.max():.3g}]")
     return betas
 
 # %% ../nbs/10_forward.ipynb #9fb4e99e
+@document_params
 def rescale_zero_terminal_snr(betas: Tensor, # any schedule, (T,) with T >= 2
                              ) -> Tensor:
     "Shift and scale sqrt(alpha_bar) so the last step has SNR exactly 0 (Lin et al. 2023, Algorithm 1), in float64."
     betas = check_betas(betas)
     if len(betas) < 2: raise ValueError(f"betas: zero terminal SNR needs at least 2 steps, got {len(betas)}")
-    sqrt_ab = torch.cumprod(1 - betas, 0).sqrt()
-    first, last = sqrt_ab[0].clone(), sqrt_ab[-1].clone()
-    sqrt_ab = (sqrt_ab - last) * first / (first - last)
-    alpha_bar = sqrt_ab ** 2
+    sqrt_alpha_bar = torch.cumprod(1 - betas, 0).sqrt()
+    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
+    alpha_bar = ((sqrt_alpha_bar - last) * first / (first - last)) ** 2
     alpha = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
     return 1 - alpha
 
 # %% ../nbs/10_forward.ipynb #a63f10f1
 BETA_SCHEDULES = {'linear': linear_betas, 'scaled_linear': scaled_linear_betas,
                   'cosine': cosine_betas, 'sigmoid': sigmoid_betas}
+BETA_ALIASES = {'squaredcos_cap_v2': 'cosine'}  # diffusers' names for our schedules, where they differ
 
-def make_betas(name: str, # one of `BETA_SCHEDULES`
+@document_params
+def make_betas(name: str, # one of `BETA_SCHEDULES`, or a diffusers name from `BETA_ALIASES`
                n_steps: int = 1000, # T
                zero_snr: bool = False, # rescale to zero terminal SNR
                **kwargs, # passed to the schedule function
               ) -> Tensor:
     "Betas of the schedule called `name`, in float64."
-    if name not in BETA_SCHEDULES:
-        raise ValueError(f"unknown beta schedule {name!r}; expected one of {sorted(BETA_SCHEDULES)}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
-    betas = BETA_SCHEDULES[name](int(n_steps), **kwargs)
+    name = BETA_ALIASES.get(name, name) if isinstance(name, str) else name
+    schedule = BETA_SCHEDULES[check_choice(name, 'name', (*BETA_SCHEDULES, *BETA_ALIASES))]
+    n_steps = check_int(n_steps, 'n_steps', 1)
+    if not isinstance(zero_snr, (bool, np.bool_)): raise TypeError(f"zero_snr: expected a bool, got {zero_snr!r}")
+    betas = check_betas(schedule(n_steps, **kwargs))
     return rescale_zero_terminal_snr(betas) if zero_snr else betas
 
 # %% ../nbs/10_forward.ipynb #7b909952
+@document_params
 class NoiseSchedule:
     "All quantities of a discrete diffusion schedule, built in float64 and stored in `dtype`. Timesteps are 0-indexed."
     def __init__(self, betas: Tensor, # (T,) betas in (0, 1); the last may be 1
@@ -102,18 +131,18 @@ class NoiseSchedule:
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
         b = check_betas(betas)
-        self._beta64, self.n_steps, self.dtype, self.device = b, len(b), dtype, torch.device(device)
+        self._beta64, self.n_steps, self.dtype, self.device = b, len(b), dtype, check_device(device)
         alpha = 1 - b
-        log_ab = torch.cumsum(torch.log1p(-b), 0)  # log alpha_bar; -inf where beta = 1
-        ab, one_minus_ab = log_ab.exp(), -torch.expm1(log_ab)  # 1 - alpha_bar without cancellation at small t
-        ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])  # alpha_bar_0 = 1
-        one_minus_ab_prev = torch.cat([ab.new_zeros(1), one_minus_ab[:-1]])
-        q = dict(beta=b, alpha=alpha, alpha_bar=ab, alpha_bar_prev=ab_prev,
-                 sqrt_alpha_bar=ab.sqrt(), sqrt_one_minus_alpha_bar=one_minus_ab.sqrt(),
-                 beta_tilde=b * one_minus_ab_prev / one_minus_ab,
-                 posterior_coef_x0=b * ab_prev.sqrt() / one_minus_ab,
-                 posterior_coef_xt=one_minus_ab_prev * alpha.sqrt() / one_minus_ab,
-                 snr=ab / one_minus_ab)
+        log_alpha_bar = torch.cumsum(torch.log1p(-b), 0)  # -inf where beta = 1
+        alpha_bar, one_minus_alpha_bar = log_alpha_bar.exp(), -torch.expm1(log_alpha_bar)  # no cancellation at small t
+        alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])  # alpha_bar_0 = 1
+        one_minus_alpha_bar_prev = torch.cat([alpha_bar.new_zeros(1), one_minus_alpha_bar[:-1]])
+        q = dict(beta=b, alpha=alpha, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev,
+                 sqrt_alpha_bar=alpha_bar.sqrt(), sqrt_one_minus_alpha_bar=one_minus_alpha_bar.sqrt(),
+                 beta_tilde=b * one_minus_alpha_bar_prev / one_minus_alpha_bar,
+                 posterior_coef_x0=b * alpha_bar_prev.sqrt() / one_minus_alpha_bar,
+                 posterior_coef_xt=one_minus_alpha_bar_prev * alpha.sqrt() / one_minus_alpha_bar,
+                 snr=alpha_bar / one_minus_alpha_bar)
         q['log_snr'] = q['snr'].log()
         for k, v in q.items(): setattr(self, k, v.to(device=self.device, dtype=dtype))
 
@@ -124,7 +153,9 @@ class NoiseSchedule:
 
 # %% ../nbs/10_forward.ipynb #984c5e68
 @patch(cls_method=True)
-def from_name(cls: NoiseSchedule, name: str, # one of `BETA_SCHEDULES`
+@document_params
+def from_name(cls: NoiseSchedule,
+              name: str, # one of `BETA_SCHEDULES`, or a diffusers name from `BETA_ALIASES`
               n_steps: int = 1000, # T
               zero_snr: bool = False, # rescale to zero terminal SNR
               dtype: torch.dtype = torch.float32, # storage dtype
@@ -135,7 +166,9 @@ def from_name(cls: NoiseSchedule, name: str, # one of `BETA_SCHEDULES`
     return cls(make_betas(name, n_steps, zero_snr=zero_snr, **kwargs), dtype=dtype, device=device)
 
 @patch
-def to(self: NoiseSchedule, device: str | torch.device | None = None, # new device; `None` keeps the current one
+@document_params
+def to(self: NoiseSchedule,
+       device: str | torch.device | None = None, # new device; `None` keeps the current one
        dtype: torch.dtype | None = None, # new dtype, rebuilt from the float64 betas; `None` keeps the current one
       ) -> NoiseSchedule:
     "A copy of the schedule on `device` in `dtype`."
@@ -143,44 +176,65 @@ def to(self: NoiseSchedule, device: str | torch.device | None = None, # new devi
 
 # %% ../nbs/10_forward.ipynb #17e854bb
 @patch
-def check_t(self: NoiseSchedule, t: int | Tensor, # timestep(s), 0-indexed
+@document_params
+def check_t(self: NoiseSchedule,
+            t: int | Tensor, # timestep(s), 0-indexed: an int, or an integer tensor or array
             batch: int | None = None, # expected batch size; a scalar t is repeated to it
            ) -> Tensor:
     "`t` as a long tensor on the schedule's device, checked to lie in [0, n_steps)."
-    t = torch.as_tensor(t, device=self.device)
+    if isinstance(t, np.ndarray): t = torch.from_numpy(t)
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral, Tensor, list, tuple)):
+        raise TypeError(f"t: expected integer timesteps (an int or an integer tensor), got {_brief(t)}")
+    try: t = torch.as_tensor(t, device=self.device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"t: expected integer timesteps, got {t!r}") from e
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"t: expected integer timesteps, got {t.dtype}")
     t = t.long()
     if t.numel() and (t.min() < 0 or t.max() >= self.n_steps):
         raise ValueError(f"t: expected timesteps in [0, {self.n_steps - 1}], got [{t.min().item()}, {t.max().item()}]")
     if batch is not None:
+        batch = check_int(batch, 'batch', 0)
         if t.ndim == 0: t = t.expand(batch)
-        elif t.shape != (batch,): raise ValueError(f"t: expected shape ({batch},) to match the batch, got {tuple(t.shape)}")
+        elif t.shape != (batch,):
+            raise ValueError(f"t: expected shape ({batch},) to match the batch, got {tuple(t.shape)}")
     return t
 
 @patch
-def gather(self: NoiseSchedule, values: Tensor, # a (T,) schedule quantity, e.g. `self.alpha_bar`
+@document_params
+def gather(self: NoiseSchedule,
+           values: Tensor, # a (T,) schedule quantity, e.g. `self.alpha_bar`
            t: int | Tensor, # timesteps, scalar or (B,)
            x: Tensor, # tensor to broadcast against, (B, ...)
           ) -> Tensor:
     "`values[t]` on `x`'s device and dtype, shaped to broadcast against `x`."
-    if values.shape != (self.n_steps,):
-        raise ValueError(f"values: expected shape ({self.n_steps},), one per timestep, got {tuple(values.shape)}")
+    if not isinstance(values, Tensor) or values.shape != (self.n_steps,):
+        raise ValueError(f"values: expected shape ({self.n_steps},), one per timestep, got {_brief(values)}")
+    if not isinstance(x, Tensor) or x.ndim == 0: raise TypeError(f"x: expected a tensor (B, ...), got {_brief(x)}")
     t = self.check_t(t, batch=x.shape[0])
     return expand_to(values.to(x.device)[t.to(x.device)].to(x.dtype), x)
 
 # %% ../nbs/10_forward.ipynb #7d5da36d
 def _check_like(eps: Tensor, x: Tensor, name: str = 'eps', x_name: str = 'x'):
-    "Check that `x` is a float tensor and `eps` a tensor of the same shape."
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{x_name}: expected a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if not isinstance(eps, Tensor) or eps.shape != x.shape:
-        raise ValueError(f"{name}: expected shape {tuple(x.shape)} to match {x_name}, got {tuple(getattr(eps, 'shape', ()))}")
+    "Check that `x` is a float tensor (B, ...) and `eps` a tensor of the same shape, dtype and device."
+    if not isinstance(x, Tensor): raise TypeError(f"{x_name}: expected a torch.Tensor, got {_brief(x)}")
+    if not x.is_floating_point(): raise TypeError(f"{x_name}: expected a floating-point tensor, got {x.dtype}")
+    if x.ndim == 0: raise ValueError(f"{x_name}: expected a batch (B, ...), got a 0-dim tensor")
+    if not isinstance(eps, Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {_brief(eps)}")
+    if eps.shape != x.shape:
+        raise ValueError(f"{name}: expected shape {tuple(x.shape)} to match {x_name}, got {tuple(eps.shape)}")
+    if eps.dtype != x.dtype:
+        raise TypeError(f"{name}: expected dtype {x.dtype} to match {x_name}, got {eps.dtype}"
+                        " (mixed dtypes are not promoted)")
+    if eps.device != x.device:
+        raise ValueError(f"{name}: expected device {x.device} to match {x_name}, got {eps.device}")
 
 @patch
-def q_step(self: NoiseSchedule, x_prev: Tensor, # x_{t-1} (x0 when t = 0), (B, ...)
+@document_params
+def q_step(self: NoiseSchedule,
+           x_prev: Tensor, # x_{t-1} (x0 when t = 0), (B, ...)
            t: int | Tensor, # the step to take, 0-indexed: the result is x at index t
-           eps: Tensor, # standard normal noise, same shape as `x_prev`
+           eps: Tensor, # standard normal noise, same shape, dtype and device as `x_prev`
           ) -> Tensor:
     "One forward step q(x_t|x_{t-1}) = N(sqrt(alpha_t) x_{t-1}, beta_t I) (DDPM eq. 2)."
     _check_like(eps, x_prev, x_name='x_prev')
@@ -188,15 +242,21 @@ def q_step(self: NoiseSchedule, x_prev: Tensor, # x_{t-1} (x0 when t = 0), (B, .
 
 # %% ../nbs/10_forward.ipynb #d91389c5
 @patch
-def q_sample(self: NoiseSchedule, x0: Tensor, # clean data, (B, ...)
+@document_params
+def q_sample(self: NoiseSchedule,
+             x0: Tensor, # clean data, (B, ...)
              t: int | Tensor, # timesteps, 0-indexed, scalar or (B,)
-             eps: Tensor, # standard normal noise, same shape as `x0`
+             eps: Tensor, # standard normal noise, same shape, dtype and device as `x0`
             ) -> Tensor:
     "Sample x_t ~ q(x_t|x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) in one shot (DDPM eq. 4)."
+    if isinstance(t, Tensor) and t.is_floating_point() and isinstance(x0, Tensor) and t.shape == x0.shape:
+        raise TypeError("q_sample(x0, t, eps) takes the timesteps second and the noise third; these arguments look"
+                        " like diffusers' add_noise(x0, noise, t) order")
     _check_like(eps, x0, x_name='x0')
     return self.gather(self.sqrt_alpha_bar, t, x0) * x0 + self.gather(self.sqrt_one_minus_alpha_bar, t, x0) * eps
 
 # %% ../nbs/10_forward.ipynb #2b0879c9
+@document_params
 def noise_explorer(x0: Tensor, # clean images (B, C, H, W) in [-1, 1]
                    schedule: NoiseSchedule, # the schedule to noise with
                    eps: Tensor | None = None, # fixed noise, same shape as `x0`; drawn once if `None`
@@ -205,25 +265,19 @@ def noise_explorer(x0: Tensor, # clean images (B, C, H, W) in [-1, 1]
                    size: float = 1.2, # inches per image
                   ) -> tuple[Any, Callable[[int], Tensor]]:
     "A slider over t that shows x_t = q_sample(x0, t, eps); returns `(widget, update)` with `update(t) -> x_t`."
-    import ipywidgets as widgets
-    from IPython.display import display, clear_output
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule: expected a NoiseSchedule, got {_brief(schedule)}")
     check_images(x0, 'x0')
-    if eps is None: eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    if eps is None: eps = torch.randn(x0.shape, generator=check_generator(generator), dtype=x0.dtype).to(x0.device)
     _check_like(eps, x0, x_name='x0')
-    slider = widgets.IntSlider(value=int(schedule.check_t(t)), min=0, max=schedule.n_steps - 1, description='t', continuous_update=False)
-    out, state = widgets.Output(), {}
-    def draw(t: int):
+    state = {}  # the `t` and `xt` drawn last
+    def show(t: int):
         state['t'], state['xt'] = t, schedule.q_sample(x0, t, eps)
-        fig = show_images(state['xt'], ncols=min(8, len(x0)), size=size,
-                          suptitle=f"t = {t}: sqrt(alpha_bar) = {schedule.sqrt_alpha_bar[t]:.3f}, SNR = {schedule.snr[t]:.3g}")
-        with out: clear_output(wait=True); display(fig)
-        plt.close(fig)
-    def update(t: int) -> Tensor:
-        t = int(schedule.check_t(t))
-        slider.value = t  # fires `draw` through the observer when the value changes
-        if state.get('t') != t: draw(t)
+        title = f"t = {t}: sqrt(alpha_bar) = {schedule.sqrt_alpha_bar[t]:.3f}, SNR = {schedule.snr[t]:.3g}"
+        return show_images(state['xt'], ncols=min(8, len(x0)), size=size, suptitle=title)
+    widget, update = slider_explorer(show, t=(0, schedule.n_steps - 1, 1, int(schedule.check_t(t))))
+    def update_t(t: int) -> Tensor:
+        update(t=int(schedule.check_t(t)))
         return state['xt']
-    slider.observe(lambda change: draw(change['new']), names='value')
-    draw(slider.value)
-    update.state = state  # the `t` and `xt` drawn last
-    return widgets.VBox([slider, out]), update
+    update_t.state = state
+    return widget, update_t
