@@ -48,16 +48,19 @@ def _check_float(x: Any, name: str) -> Tensor:
     return x
 
 # %% ../nbs/21_losses.ipynb #c0a1e003
-def _check_like(x: Any, name: str, ref: Tensor, ref_name: str) -> Tensor:
-    "`x` if it is a floating-point tensor of `ref`'s shape, cast to `ref`'s dtype; else an error that names `name`."
+def _check_like(x: Any, name: str, ref: Tensor, ref_name: str, cast: bool = False) -> Tensor:
+    "`x` if it is a floating-point tensor of `ref`'s shape and dtype (cast to it if `cast`), else a clear error."
     if _check_float(x, name).shape != ref.shape:
         raise ValueError(f"{name}: expected shape {tuple(ref.shape)} to match {ref_name}, got {tuple(x.shape)}")
+    if x.dtype != ref.dtype and not cast:
+        raise TypeError(f"{name}: expected dtype {ref.dtype} to match {ref_name}, got {x.dtype} "
+                        "(mixed dtypes are not promoted)")
     return x.to(ref.dtype)
 
-def _check_args(schedule: Any, x: Any, x_name: str, y: Any, y_name: str) -> Tensor:
+def _check_args(schedule: Any, x: Any, x_name: str, y: Any, y_name: str, cast: bool = False) -> Tensor:
     "Check a conversion's arguments (a schedule, a float tensor `x`, and `y` like it); return `y`."
     _check_schedule(schedule)
-    return _check_like(y, y_name, _check_float(x, x_name), x_name)
+    return _check_like(y, y_name, _check_float(x, x_name), x_name, cast)
 
 # %% ../nbs/21_losses.ipynb #c0a1e004
 def _divisor(schedule: NoiseSchedule, values: Tensor, t: int | Tensor, x: Tensor, what: str, where: str) -> Tensor:
@@ -130,6 +133,7 @@ def x0_from_v(schedule: NoiseSchedule, # the noise schedule
     cos, sin = _cos_sin(schedule, t, xt)
     return cos * xt - sin * v
 
+# %% ../nbs/21_losses.ipynb #c0a1e029
 @document_params
 def eps_from_v(schedule: NoiseSchedule, # the noise schedule
                xt: Tensor, # noisy data x_t, (B, ...)
@@ -144,14 +148,14 @@ def eps_from_v(schedule: NoiseSchedule, # the noise schedule
 # %% ../nbs/21_losses.ipynb #a98fa32a
 @document_params
 def eps_x0_from_pred(schedule: NoiseSchedule, # the schedule the model was trained with
-                     pred: Tensor, # the model's output
+                     pred: Tensor, # the model's output, cast to `xt`'s dtype
                      xt: Tensor, # the noisy input it saw
                      t: int | Tensor, # its timesteps
                      pred_type: str, # what the model predicts: 'eps', 'x0' or 'v'
                     ) -> tuple[Tensor, Tensor]:
     "Both eps and x0 from a prediction of any type, so samplers never care which one a model predicts."
     check_pred_type(pred_type)
-    pred = _check_args(schedule, xt, 'xt', pred, 'pred')
+    pred = _check_args(schedule, xt, 'xt', pred, 'pred', cast=True)  # e.g. bfloat16 under autocast
     if pred_type == 'eps': return pred, x0_from_eps(schedule, xt, t, pred)
     if pred_type == 'x0': return eps_from_x0(schedule, xt, t, pred), pred
     return eps_from_v(schedule, xt, t, pred), x0_from_v(schedule, xt, t, pred)
@@ -173,7 +177,7 @@ def target_from(schedule: NoiseSchedule, # the noise schedule
 # %% ../nbs/21_losses.ipynb #72d1c088
 @document_params
 def convert_pred(schedule: NoiseSchedule, # the noise schedule
-                 pred: Tensor, # a prediction of type `from_type`
+                 pred: Tensor, # a prediction of type `from_type`, cast to `xt`'s dtype
                  xt: Tensor, # the noisy input it was made from
                  t: int | Tensor, # its timesteps
                  from_type: str, # 'eps', 'x0' or 'v'
@@ -181,7 +185,7 @@ def convert_pred(schedule: NoiseSchedule, # the noise schedule
                 ) -> Tensor:
     "Re-express a prediction of `from_type` as one of `to_type`, through the schedule."
     check_pred_type(from_type, 'from_type'); check_pred_type(to_type, 'to_type')
-    if from_type == to_type: return _check_args(schedule, xt, 'xt', pred, 'pred')
+    if from_type == to_type: return _check_args(schedule, xt, 'xt', pred, 'pred', cast=True)
     eps, x0 = eps_x0_from_pred(schedule, pred, xt, t, from_type)
     return target_from(schedule, x0, t, eps, to_type)
 
@@ -226,6 +230,7 @@ def loss_weight(schedule: NoiseSchedule, # the schedule the loss is trained on
         w = {'eps': w_x0 / snr, 'x0': w_x0, 'v': w_x0 / (snr + 1)}[objective]
     return w if t is None else w[schedule.check_t(t)]
 
+# %% ../nbs/21_losses.ipynb #c0a1e02a
 def _check_positive(v: Any, name: str) -> float:
     "`v` as a float if it is a finite number > 0, else a TypeError or ValueError that names `name`."
     if check_number(v, name) <= 0: raise ValueError(f"{name}: expected a number > 0, got {v!r}")
@@ -503,6 +508,7 @@ def _call_model(model: Callable, xt: Tensor, t: Tensor, cond, learn_sigma: bool)
         raise ValueError(f"model output: expected shape {want} ({what}), got {tuple(out.shape)}")
     bad = ~torch.isfinite(out.detach()).flatten(1).all(1)
     if bad.any(): raise FloatingPointError(f"non-finite model output at timesteps {sorted(set(t[bad].tolist()))}")
+    out = out.to(xt.dtype)  # e.g. bfloat16 under autocast: compared in the data's dtype
     return tuple(out.chunk(2, dim=1)) if learn_sigma else (out, None)
 
 # %% ../nbs/21_losses.ipynb #c0a1e01f

@@ -13,7 +13,8 @@ from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
 from tqdm.auto import tqdm
-from .core import def_device, document_params, check_int, check_number, check_generator, check_device, check_choice
+from .core import def_device, document_params, check_int, check_number, check_generator, check_device
+from .core import check_choice
 from .forward import NoiseSchedule
 from .losses import check_pred_type, eps_x0_from_pred, learned_log_variance, undefined_timesteps
 from .losses import _check_float, _check_like
@@ -129,6 +130,7 @@ def timesteps(self: SamplerBase,
     "The descending timesteps to visit in `n` steps."
     return spaced_timesteps(self.schedule.n_steps, n, self.spacing, self.steps_offset)
 
+# %% ../nbs/55_sampling.ipynb #d0b2e015
 @patch
 @document_params
 def bound_x0(self: SamplerBase,
@@ -148,13 +150,14 @@ def check_step(self: SamplerBase,
                generator: torch.Generator | None = None, # the step's generator, if any
                **tensors: Tensor | None, # more inputs shaped like `xt`, such as `noise`; None is skipped
               ) -> None:
-    "Raise unless `eps`, `x0` and `tensors` are float tensors of exactly `xt`'s shape (no silent broadcasting)."
+    "Raise unless `eps`, `x0` and `tensors` are tensors of exactly `xt`'s shape and float dtype (no broadcasting)."
     if not isinstance(xt, Tensor) or not xt.is_floating_point(): _check_float(xt, 'xt')
     for name, v in (('eps', eps), ('x0', x0), *tensors.items()):
-        if v is not None and (not isinstance(v, Tensor) or v.shape != xt.shape or not v.is_floating_point()):
+        if v is not None and (not isinstance(v, Tensor) or v.shape != xt.shape or v.dtype != xt.dtype):
             _check_like(v, name, xt, 'xt')
     if generator is not None: check_generator(generator)
 
+# %% ../nbs/55_sampling.ipynb #d0b2e016
 def _check_t_pair(t: Any, t_prev: Any, n_steps: int) -> tuple[int, int]:
     "`t` and `t_prev` as ints with -1 <= t_prev < t < n_steps, else a clear error."
     t, t_prev = check_int(t, 't'), check_int(t_prev, 't_prev')
@@ -257,6 +260,7 @@ def pred_coefs(schedule: NoiseSchedule, # the schedule the model was trained wit
     eps, x0 = eps_x0_from_pred(schedule.to(device='cpu', dtype=torch.float64), basis.flip(1), basis, t, pred_type)
     return [tuple(r) for r in torch.cat([eps, x0], 1).tolist()]
 
+# %% ../nbs/55_sampling.ipynb #d0b2e017
 @functools.lru_cache(maxsize=32)
 def _pred_table(schedule: NoiseSchedule, pred_type: str) -> tuple[list, frozenset]:
     "`pred_coefs` of all T timesteps, once per schedule and type; None (and listed) where the conversion is undefined."
@@ -318,6 +322,7 @@ def _bind(sampler: Sampler, denoiser: Callable) -> Sampler:
     bound.clip_x0, bound.clip_range = True, _check_above(x0_range, 'denoiser.x0_range', 0)
     return bound
 
+# %% ../nbs/55_sampling.ipynb #d0b2e018
 def _learn_sigma(denoiser: Callable, sampler: Sampler) -> bool:
     "Whether the denoiser's output carries a variance half, checked against what the sampler needs."
     learn_sigma = bool(getattr(denoiser, 'learn_sigma', False))
@@ -337,6 +342,7 @@ def _initial_noise(shape: Any, xT: Any, generator: Any, device: Any) -> Tensor:
                          f"use make_generator(seed, device={str(device)!r})")
     return torch.randn(shape, generator=generator, device=device)
 
+# %% ../nbs/55_sampling.ipynb #d0b2e019
 def _check_shape(shape: Any) -> tuple[int, ...]:
     "`shape` as a tuple of at least two positive ints, (B, C, ...), else a clear error."
     if not isinstance(shape, (tuple, list, torch.Size)):
@@ -379,6 +385,7 @@ def _check_timesteps(ts: Any, n: int, n_train: int) -> Tensor:
                          f"got {ts.tolist()}")
     return ts.long()
 
+# %% ../nbs/55_sampling.ipynb #d0b2e01a
 def _t_rows(t_list: list[int], xt: Tensor) -> tuple[Tensor, ...]:
     "For each step, t as the (B,) long tensor the denoiser receives, on x_t's device."
     return torch.tensor(t_list, device=xt.device)[:, None].repeat(1, xt.shape[0]).unbind(0)
@@ -401,6 +408,7 @@ def _split(pred: Any, xt: Tensor, learn_sigma: bool, i: int, t: int) -> tuple[Te
     pred = pred.to(xt.dtype)  # e.g. bfloat16 under autocast: the samples keep x_T's dtype
     return pred.chunk(2, dim=1) if learn_sigma else (pred, None)
 
+# %% ../nbs/55_sampling.ipynb #d0b2e01b
 def _eps_x0(row: tuple[float, float, float, float], xt: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
     "eps = a x_t + b pred and x0 = c x_t + d pred from one row of the table; `pred` itself where it is one of them."
     a, b, c, d = row
