@@ -12,8 +12,9 @@ from .core import expand_to, check_int, check_choice, check_generator, document_
 from .forward import NoiseSchedule
 
 # %% auto #0
-__all__ = ['VARIANCES', 'DECODERS', 'q_posterior', 'normal_kl', 'discretized_gaussian_log_likelihood', 'gaussian_log_likelihood',
-           'prior_bpd', 'model_variance', 'model_mean', 'decoder_nll', 'vlb_term', 'VLB', 'nll_bpd', 'vlb_weight']
+__all__ = ['VARIANCES', 'REVERSE_VARIANCES', 'DECODERS', 'q_posterior', 'normal_kl', 'discretized_gaussian_log_likelihood',
+           'gaussian_log_likelihood', 'prior_bpd', 'model_variance', 'learned_log_variance', 'reverse_log_variance',
+           'model_mean', 'decoder_nll', 'vlb_from_mean', 'vlb_term', 'VLB', 'nll_bpd', 'vlb_weight']
 
 # %% ../nbs/20_elbo.ipynb #7feae3a0
 def _check_float(x: Tensor, name: str) -> Tensor:
@@ -154,6 +155,34 @@ def model_variance(schedule: NoiseSchedule, # the noise schedule
     if schedule.n_steps < 2: raise ValueError("variance 'beta_tilde' needs n_steps >= 2 (beta_tilde is 0 at index 0)")
     return torch.cat([schedule.beta_tilde[1:2], schedule.beta_tilde[1:]])
 
+# %% ../nbs/20_elbo.ipynb #a21bb532
+REVERSE_VARIANCES = VARIANCES + ('learned_range',)
+
+@document_params
+def learned_log_variance(v: Tensor, # the model's variance output, roughly in [-1, 1]
+                         log_beta_tilde: Tensor | float, # log of the smaller bound, broadcastable to `v`
+                         log_beta: Tensor | float, # log of the larger bound, broadcastable to `v`
+                        ) -> Tensor:
+    "log Sigma = f log beta + (1 - f) log beta_tilde with f = (v + 1) / 2 (Improved DDPM eq. 15)."
+    frac = (_check_float(v, 'v') + 1) / 2
+    return frac * log_beta + (1 - frac) * log_beta_tilde
+
+# %% ../nbs/20_elbo.ipynb #3cfa8d9a
+@document_params
+def reverse_log_variance(schedule: NoiseSchedule, # the noise schedule
+                         t: Tensor, # (B,) timesteps
+                         like: Tensor, # a (B, ...) tensor to broadcast against
+                         variance: str = 'beta_tilde', # one of `REVERSE_VARIANCES`
+                         v: Tensor | None = None, # the model's variance output, for 'learned_range'
+                        ) -> Tensor:
+    "log sigma_t^2 of the reverse step: a fixed choice (B, 1, ...), or learned from `v` (shaped like `v`)."
+    log_beta_tilde = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, like)
+    if check_choice(variance, 'variance', REVERSE_VARIANCES) == 'beta_tilde': return log_beta_tilde
+    log_beta = schedule.gather(schedule.beta.log(), t, like)
+    if variance == 'beta': return log_beta
+    if not isinstance(v, Tensor): raise ValueError("v: variance='learned_range' needs the model's variance output")
+    return learned_log_variance(v, log_beta_tilde, log_beta)
+
 # %% ../nbs/20_elbo.ipynb #246e5b42
 _PRED_TYPES = ('eps', 'x0', 'v')
 
@@ -205,16 +234,34 @@ def decoder_nll(x0: Tensor, # clean data, (B, ...); 8-bit values in [-1, 1] for 
     return -ll[decoder](x0, mean, 0.5 * _log_scale(log_var, x0, 'log_var'))
 
 # %% ../nbs/20_elbo.ipynb #6025debf
-def _denoise(denoiser: Callable, xt: Tensor, t: Tensor, cond: Any) -> Tensor:
-    "Call the denoiser and check its output: a tensor of xt's shape without NaN or inf."
-    pred = denoiser(xt, t, cond)
-    if not isinstance(pred, Tensor) or pred.shape != xt.shape:
-        raise ValueError(f"denoiser: expected a prediction of shape {tuple(xt.shape)}, got {_brief(pred)}")
-    bad = ~torch.isfinite(pred).flatten(1).all(1)
+def _denoise(denoiser: Callable, xt: Tensor, t: Tensor, cond: Any) -> tuple[Tensor, Tensor | None]:
+    "Call the denoiser; check its output is finite and shaped like xt (2C channels with `learn_sigma`); split it."
+    out = denoiser(xt, t, cond)
+    learn_sigma = bool(getattr(denoiser, 'learn_sigma', False))
+    want = (xt.shape[0], xt.shape[1] * (2 if learn_sigma else 1), *xt.shape[2:])
+    if not isinstance(out, Tensor) or out.shape != want:
+        raise ValueError(f"denoiser: expected a prediction of shape {want}, got {_brief(out)}")
+    bad = ~torch.isfinite(out).flatten(1).all(1)
     if bad.any():
         raise ValueError(f"denoiser: returned NaN or inf at timesteps {t[bad.to(t.device)].unique().tolist()[:5]}")
-    return pred
+    return tuple(out.chunk(2, dim=1)) if learn_sigma else (out, None)
 
+@document_params
+def vlb_from_mean(schedule: NoiseSchedule, # the noise schedule
+                  x0: Tensor, # clean data, (B, ...)
+                  xt: Tensor, # the noisy data the model saw
+                  t: Tensor, # (B,) timesteps
+                  mean: Tensor, # the model's reverse mean mu_theta(x_t, t)
+                  log_var: Tensor, # its log-variance log sigma_t^2, broadcastable to `x0`
+                  decoder: str = 'discrete', # the decoder at index 0, one of `DECODERS`
+                 ) -> Tensor:
+    "L_t in bits/dim, (B,), from the model's reverse Gaussian: a KL for t > 0, the decoder's NLL at t = 0."
+    log_var_q = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)  # log beta_tilde; index 0 unused
+    kl = normal_kl(q_posterior(schedule, x0, xt, t)[0], log_var_q, mean, log_var)
+    if not (t == 0).any(): return _bpd(kl)
+    return _bpd(torch.where(expand_to(t == 0, x0), decoder_nll(x0, mean, log_var, decoder), kl))
+
+# %% ../nbs/20_elbo.ipynb #8ec2a58d
 @document_params
 def vlb_term(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
              x0: Tensor, # clean data, (B, ...); 8-bit values in [-1, 1] for the discrete decoder
@@ -222,7 +269,7 @@ def vlb_term(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
              schedule: NoiseSchedule, # the noise schedule
              cond: Any = None, # conditioning passed to the denoiser
              eps: Tensor | None = None, # the noise that makes x_t; drawn from `generator` if None
-             variance: str = 'beta_tilde', # the fixed reverse variance, one of `VARIANCES`
+             variance: str = 'beta_tilde', # the reverse variance, one of `REVERSE_VARIANCES`
              decoder: str = 'discrete', # the decoder at index 0, one of `DECODERS`
              pred_type: str | None = None, # what the denoiser predicts; default its `pred_type` attribute, else 'eps'
              clip_x0: bool = False, # clamp x0_hat to [-1, 1]
@@ -230,14 +277,12 @@ def vlb_term(denoiser: Callable, # `denoiser(xt, t, cond) -> pred`
             ) -> Tensor:
     "One Monte Carlo sample of the paper's L_t in bits/dim, shape (B,): a KL for t > 0, the decoder's NLL at t = 0."
     _check_x0(x0); t = schedule.check_t(t, batch=x0.shape[0]); check_choice(decoder, 'decoder', DECODERS)
+    check_choice(variance, 'variance', REVERSE_VARIANCES)
     if eps is None: eps = torch.randn(x0.shape, generator=check_generator(generator), device=x0.device, dtype=x0.dtype)
     xt = schedule.q_sample(x0, t, eps)
-    mean_p = model_mean(schedule, _denoise(denoiser, xt, t, cond), xt, t, _pred_type(denoiser, pred_type), clip_x0)[0]
-    log_var_p = schedule.gather(model_variance(schedule, variance).log(), t, x0)
-    log_var_q = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)  # log beta_tilde; index 0 unused
-    kl = normal_kl(q_posterior(schedule, x0, xt, t)[0], log_var_q, mean_p, log_var_p)
-    if not (t == 0).any(): return _bpd(kl)
-    return _bpd(torch.where(expand_to(t == 0, x0), decoder_nll(x0, mean_p, log_var_p, decoder), kl))
+    pred, v = _denoise(denoiser, xt, t, cond)
+    mean = model_mean(schedule, pred, xt, t, _pred_type(denoiser, pred_type), clip_x0)[0]
+    return vlb_from_mean(schedule, x0, xt, t, mean, reverse_log_variance(schedule, t, x0, variance, v), decoder)
 
 # %% ../nbs/20_elbo.ipynb #73e15ccb
 @document_params

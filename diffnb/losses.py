@@ -13,13 +13,13 @@ from torch import Tensor
 from fastcore.basics import patch
 from .core import expand_to, document_params, check_int, check_number, check_generator, check_choice
 from .forward import NoiseSchedule
-from .elbo import model_variance, q_posterior, normal_kl, discretized_gaussian_log_likelihood
+from .elbo import model_variance, q_posterior, reverse_log_variance, vlb_from_mean
 
 # %% auto #0
 __all__ = ['PRED_TYPES', 'WEIGHTINGS', 'LOSS_WEIGHTINGS', 'check_pred_type', 'x0_from_eps', 'eps_from_x0', 'schedule_angle',
            'v_from_x0_eps', 'x0_from_v', 'eps_from_v', 'eps_x0_from_pred', 'target_from', 'convert_pred',
-           'undefined_timesteps', 'vlb_weight_x0', 'loss_weight', 'drop_cond', 'LossAwareSampler',
-           'learned_log_variance', 'learned_vlb_term', 'diffusion_loss']
+           'undefined_timesteps', 'vlb_weight_x0', 'loss_weight', 'drop_cond', 'LossAwareSampler', 'learned_vlb_term',
+           'diffusion_loss']
 
 # %% ../nbs/21_losses.ipynb #975c6098
 PRED_TYPES = ('eps', 'x0', 'v')
@@ -369,16 +369,6 @@ def update(self: LossAwareSampler,
         else: self.losses[ti] = torch.cat([self.losses[ti, 1:], self.losses.new_tensor([li])])
         self.counts[ti] += 1
 
-# %% ../nbs/21_losses.ipynb #4149f6fc
-@document_params
-def learned_log_variance(v: Tensor, # the model's variance output, roughly in [-1, 1]
-                         log_beta_tilde: Tensor | float, # log of the smaller bound, broadcastable to `v`
-                         log_beta: Tensor | float, # log of the larger bound, broadcastable to `v`
-                        ) -> Tensor:
-    "log Sigma = f log beta + (1 - f) log beta_tilde with f = (v + 1) / 2 (Improved DDPM eq. 15)."
-    frac = (_check_float(v, 'v') + 1) / 2
-    return frac * log_beta + (1 - frac) * log_beta_tilde
-
 # %% ../nbs/21_losses.ipynb #b4185ef6
 @document_params
 def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
@@ -390,12 +380,8 @@ def learned_vlb_term(schedule: NoiseSchedule, # the noise schedule
                     ) -> Tensor:
     "L_t in bits/dim, (B,), with the learned variance and the mean's gradient stopped (KL for t > 0, NLL at t = 0)."
     xt, x0_hat, v = (_check_args(schedule, x0, 'x0', y, name) for name, y in (('xt', xt), ('x0_hat', x0_hat), ('v', v)))
-    log_beta_tilde = schedule.gather(model_variance(schedule, 'beta_tilde').log(), t, x0)
-    log_var = learned_log_variance(v, log_beta_tilde, schedule.gather(schedule.beta.log(), t, x0))
-    mean_q, mean_p = q_posterior(schedule, x0, xt, t)[0], q_posterior(schedule, x0_hat.detach(), xt, t)[0]
-    kl = normal_kl(mean_q, log_beta_tilde, mean_p, log_var)
-    nll = -discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * log_var)
-    return torch.where(expand_to(t == 0, x0), nll, kl).flatten(1).mean(1) / math.log(2)
+    mean = q_posterior(schedule, x0_hat.detach(), xt, t)[0]  # the stop-gradient: only the variance learns from here
+    return vlb_from_mean(schedule, x0, xt, t, mean, reverse_log_variance(schedule, t, x0, 'learned_range', v))
 
 # %% ../nbs/21_losses.ipynb #60ea49a3
 @document_params

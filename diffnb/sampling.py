@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 from .core import def_device, document_params, check_int, check_number, check_generator, check_device
 from .core import check_choice
 from .forward import NoiseSchedule
-from .losses import check_pred_type, eps_x0_from_pred, learned_log_variance, undefined_timesteps
+from .elbo import learned_log_variance
+from .losses import check_pred_type, eps_x0_from_pred, undefined_timesteps
 from .losses import _check_float, _check_like
 
 # %% auto #0
