@@ -14,31 +14,16 @@ from torch.utils.data import DataLoader, Dataset
 from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
-from .core import make_generator, def_device, check_images
-from .data import load_digits_data, load_torchvision, TORCHVISION_SETS
+from .core import make_generator, def_device, check_images, check_int, check_choice, check_generator, cache_dir
+from .data import load_digits_data, load_torchvision
 
 # %% auto #0
-__all__ = ['cache_dir', 'FeatureClassifier', 'train_classifier', 'class_accuracy', 'save_classifier', 'load_classifier',
-           'dataset_tensors', 'classifier_path', 'feature_classifier', 'gaussian_stats', 'frechet_distance', 'fid',
-           'polynomial_kernel', 'mmd2_unbiased', 'kid', 'nn_distances', 'nn_ratio', 'real_floor', 'score_samples',
-           'pixel_levels', 'uniform_bpd', 'categorical_bpd']
+__all__ = ['FeatureClassifier', 'train_classifier', 'class_accuracy', 'save_classifier', 'load_classifier', 'dataset_tensors',
+           'classifier_path', 'feature_classifier', 'gaussian_stats', 'frechet_distance', 'fid', 'polynomial_kernel',
+           'mmd2_unbiased', 'kid', 'nn_distances', 'nn_ratio', 'real_floor', 'score_samples', 'pixel_levels',
+           'uniform_bpd', 'categorical_bpd']
 
-# %% ../nbs/65_metrics.ipynb #4b450b2a
-def cache_dir(*parts: str, # sub-folders (and a file name) to append
-             ) -> Path:
-    "The diffnb cache folder `$DIFFNB_CACHE` (default `~/.cache/diffnb`) joined with `parts`; nothing is created."
-    root = os.environ.get('DIFFNB_CACHE') or Path.home() / '.cache' / 'diffnb'
-    return Path(root).expanduser().joinpath(*parts)
-
-# %% ../nbs/65_metrics.ipynb #f2e6e9f4
-def _check_pos_int(v, name: str) -> int:
-    "Check that `v` is a positive int and return it."
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name}: expected an int, got {type(v).__name__}")
-    if v < 1: raise ValueError(f"{name}: expected a positive int, got {v}")
-    return v
-
-# %% ../nbs/65_metrics.ipynb #16d44626
+# %% ../nbs/65_metrics.ipynb #275e8b5c
 class FeatureClassifier(nn.Module):
     "A small CNN classifier whose penultimate activations are the features for FID and KID."
     def __init__(self, in_channels: int = 1, # image channels
@@ -48,7 +33,7 @@ class FeatureClassifier(nn.Module):
                  feat_dim: int = 64, # length of the feature vector
                 ):
         super().__init__()
-        cfg = {k: _check_pos_int(v, k) for k, v in dict(in_channels=in_channels, n_classes=n_classes,
+        cfg = {k: check_int(v, k, 1) for k, v in dict(in_channels=in_channels, n_classes=n_classes,
                                                        image_size=image_size, width=width, feat_dim=feat_dim).items()}
         if image_size < 8: raise ValueError(f"image_size: expected at least 8 pixels, got {image_size}")
         self.config, w, conv = cfg, width, lambda i, o: [nn.Conv2d(i, o, 3, padding=1), nn.ReLU()]
@@ -63,7 +48,7 @@ class FeatureClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor: return self.head(self.body(x))  # class logits, (B, n_classes)
     def __repr__(self): return f"FeatureClassifier({', '.join(f'{k}={v}' for k, v in self.config.items())})"
 
-# %% ../nbs/65_metrics.ipynb #b1e9cfc8
+# %% ../nbs/65_metrics.ipynb #7c52b867
 @patch
 def check_batch(self: FeatureClassifier, images: Tensor, # images (B, C, H, W)
                 name: str = 'images', # what to call them in error messages
@@ -77,11 +62,11 @@ def check_batch(self: FeatureClassifier, images: Tensor, # images (B, C, H, W)
     if not torch.isfinite(images).all(): raise ValueError(f"{name}: expected finite values, found NaN or inf")
     return images
 
-# %% ../nbs/65_metrics.ipynb #e384a65f
+# %% ../nbs/65_metrics.ipynb #ff9e0825
 @patch
 def _batched(self: FeatureClassifier, fn, images: Tensor, batch_size: int) -> Tensor:
     "Apply `fn` to chunks of `images` on the classifier's device without gradients; concatenate on `images.device`."
-    dev, chunks = next(self.parameters()).device, images.split(_check_pos_int(batch_size, 'batch_size'))
+    dev, chunks = next(self.parameters()).device, images.split(check_int(batch_size, 'batch_size', 1))
     with torch.no_grad(): return torch.cat([fn(x.to(dev)).to(images.device) for x in chunks])
 
 @patch
@@ -106,7 +91,7 @@ def set_feature_scale(self: FeatureClassifier, images: Tensor, # the training im
     self.feature_scale.fill_(self.features(images).pow(2).mean().rsqrt().item())
     return self
 
-# %% ../nbs/65_metrics.ipynb #a34d6c52
+# %% ../nbs/65_metrics.ipynb #7155b87a
 def _random_shift(x: Tensor, # images (B, C, H, W)
                   max_shift: int, # largest shift in pixels, in each direction
                   generator: torch.Generator, # draws the shifts (on the CPU)
@@ -123,7 +108,7 @@ def _random_shift(x: Tensor, # images (B, C, H, W)
             out[m] = padded[m, :, i:i + h, j:j + w]
     return out
 
-# %% ../nbs/65_metrics.ipynb #0f91fb21
+# %% ../nbs/65_metrics.ipynb #edec6da9
 def _check_labels(labels: Tensor, n: int, n_classes: int, name: str = 'labels') -> Tensor:
     "Check that `labels` is an int64 tensor of shape (n,) with values in [0, n_classes)."
     if not isinstance(labels, Tensor) or labels.dtype != torch.long:
@@ -134,13 +119,13 @@ def _check_labels(labels: Tensor, n: int, n_classes: int, name: str = 'labels') 
         raise ValueError(f"{name}: expected class ids in [0, {n_classes - 1}], got [{labels.min()}, {labels.max()}]")
     return labels
 
-# %% ../nbs/65_metrics.ipynb #b48a7638
+# %% ../nbs/65_metrics.ipynb #d9490c5f
 @contextmanager
 def _cpu_threads(device: torch.device, threads: int | None):
     "Run the block on `threads` CPU threads if `device` is the CPU and `threads` is not None."
     if device.type != 'cpu' or threads is None: yield; return
     n = torch.get_num_threads()
-    torch.set_num_threads(_check_pos_int(threads, 'threads'))
+    torch.set_num_threads(check_int(threads, 'threads', 1))
     try: yield
     finally: torch.set_num_threads(n)
 
@@ -160,7 +145,7 @@ def train_classifier(model: FeatureClassifier, # the classifier to train (in pla
     dev, g = def_device(device), make_generator(seed)
     model.to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    steps = _check_pos_int(epochs, 'epochs') * -(-len(x) // _check_pos_int(batch_size, 'batch_size'))
+    steps = check_int(epochs, 'epochs', 1) * -(-len(x) // check_int(batch_size, 'batch_size', 1))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     with _cpu_threads(dev, threads):
         for _ in range(epochs):
@@ -169,7 +154,7 @@ def train_classifier(model: FeatureClassifier, # the classifier to train (in pla
                 opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     return model.eval().set_feature_scale(x)
 
-# %% ../nbs/65_metrics.ipynb #f68e4b80
+# %% ../nbs/65_metrics.ipynb #1d16b93a
 def class_accuracy(classifier: FeatureClassifier, # a trained classifier
                    images: Tensor, # images (B, C, H, W), e.g. class-conditional samples
                    labels: Tensor, # the class each image should show, (B,) int64
@@ -179,7 +164,7 @@ def class_accuracy(classifier: FeatureClassifier, # a trained classifier
     labels = _check_labels(labels, len(images), classifier.config['n_classes'])
     return (pred == labels.to(pred.device)).float().mean().item()
 
-# %% ../nbs/65_metrics.ipynb #4efb0bc0
+# %% ../nbs/65_metrics.ipynb #095d87cc
 def save_classifier(model: FeatureClassifier, # the classifier to save
                     path: str | Path, # a .safetensors file; its folder is created if needed
                    ) -> Path:
@@ -194,7 +179,7 @@ def save_classifier(model: FeatureClassifier, # the classifier to save
     finally: Path(tmp).unlink(missing_ok=True)
     return path
 
-# %% ../nbs/65_metrics.ipynb #91e03719
+# %% ../nbs/65_metrics.ipynb #9642b7ee
 def load_classifier(path: str | Path, # a file written by `save_classifier`
                     device: str | torch.device | None = None, # where to put it; `None` picks `def_device()`
                    ) -> FeatureClassifier:
@@ -207,7 +192,7 @@ def load_classifier(path: str | Path, # a file written by `save_classifier`
     model.train_seconds = json.loads(meta.get('train_seconds', 'null'))
     return model.to(def_device(device)).eval()
 
-# %% ../nbs/65_metrics.ipynb #c674a42c
+# %% ../nbs/65_metrics.ipynb #b685bae2
 _CLASSIFIER_VERSION = 1
 _RECIPES = {'digits': dict(epochs=15, batch_size=64, lr=3e-3, device='cpu'),  # on the CPU: the same weights anywhere
             'torchvision': dict(epochs=4, batch_size=256, lr=3e-3, threads=None)}
@@ -217,34 +202,32 @@ def dataset_tensors(ds: Dataset, # items (image (C, H, W), label)
                     batch_size: int = 1000, # items per batch while reading
                    ) -> tuple[Tensor, Tensor]:
     "Read a whole labelled image dataset into (images (B, C, H, W), labels (B,) int64)."
-    xs, ys = zip(*DataLoader(ds, batch_size=_check_pos_int(batch_size, 'batch_size'), shuffle=False))
+    xs, ys = zip(*DataLoader(ds, batch_size=check_int(batch_size, 'batch_size', 1), shuffle=False))
     return torch.cat(xs).float(), torch.cat([torch.as_tensor(y) for y in ys]).long()
 
-# %% ../nbs/65_metrics.ipynb #a9bbc0c1
+# %% ../nbs/65_metrics.ipynb #bb79d956
 def _classifier_data(dataset: str, size: int) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
     "((x_train, y_train), (x_test, y_test)) for the classifier of `dataset` at `size` pixels."
     if dataset == 'digits': return load_digits_data(size, 'train'), load_digits_data(size, 'test')
-    root = str(cache_dir('datasets'))
-    resize = None if size == _NATIVE_SIZE[dataset] else size
-    return tuple(dataset_tensors(load_torchvision(dataset, root, train=tr, size=resize)) for tr in (True, False))
+    resize = None if size == _NATIVE_SIZE[dataset] else size  # None: no resampling at all
+    return tuple(dataset_tensors(load_torchvision(dataset, train=tr, size=resize)) for tr in (True, False))
 
 def _resolve_size(dataset: str, size: int | None) -> int:
     "Check `dataset`; return `size`, or the data set's own size if it is None."
-    if dataset not in _NATIVE_SIZE: raise ValueError(f"dataset: expected one of {tuple(_NATIVE_SIZE)}, got {dataset!r}")
-    return _NATIVE_SIZE[dataset] if size is None else _check_pos_int(size, 'size')
+    check_choice(dataset, 'dataset', tuple(_NATIVE_SIZE))
+    return _NATIVE_SIZE[dataset] if size is None else check_int(size, 'size', 1)
 
-def classifier_path(dataset: str = 'digits', # 'digits' or a key of `TORCHVISION_SETS`
+def classifier_path(dataset: str = 'digits', # 'digits', 'mnist', 'fashion_mnist' or 'cifar10'
                     size: int | None = None, # image size; `None` is the data set's own
                     seed: int = 0, # training seed
                    ) -> Path:
     "Where `feature_classifier` caches the classifier for `dataset`, `size` and `seed`."
     size = _resolve_size(dataset, size)
-    if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed: expected an int, got {seed!r}")
-    if seed < 0: raise ValueError(f"seed: expected an int >= 0, got {seed}")
-    return cache_dir('classifiers', f'{dataset}-{size}px-seed{seed}-v{_CLASSIFIER_VERSION}.safetensors')
+    seed = check_int(seed, 'seed', 0)
+    return cache_dir('classifiers') / f'{dataset}-{size}px-seed{seed}-v{_CLASSIFIER_VERSION}.safetensors'
 
-# %% ../nbs/65_metrics.ipynb #588c5422
-def feature_classifier(dataset: str = 'digits', # 'digits' or a key of `TORCHVISION_SETS` (downloads on first use)
+# %% ../nbs/65_metrics.ipynb #72fbd568
+def feature_classifier(dataset: str = 'digits', # 'digits', 'mnist', 'fashion_mnist' or 'cifar10'
                        size: int | None = None, # image size; `None` is the data set's own (8, 28 or 32)
                        seed: int = 0, # seeds the initial weights, the shuffle and the augmentation
                        device: str | torch.device | None = None, # where to run (and train, but for digits: CPU)
@@ -268,7 +251,7 @@ def feature_classifier(dataset: str = 'digits', # 'digits' or a key of `TORCHVIS
     save_classifier(model, path)
     return model
 
-# %% ../nbs/65_metrics.ipynb #87febcc5
+# %% ../nbs/65_metrics.ipynb #3d7f0873
 def _check_feats(f: Tensor, name: str, min_rows: int = 1) -> Tensor:
     "Check that `f` is a finite float (N, D) tensor with N >= `min_rows`; return it as float64 on the CPU."
     if not isinstance(f, Tensor) or not f.is_floating_point():
@@ -280,7 +263,7 @@ def _check_feats(f: Tensor, name: str, min_rows: int = 1) -> Tensor:
     if not torch.isfinite(f).all(): raise ValueError(f"{name}: expected finite values, found NaN or inf")
     return f.detach().to('cpu', torch.float64)
 
-# %% ../nbs/65_metrics.ipynb #8385c6d9
+# %% ../nbs/65_metrics.ipynb #b8ce9e3e
 def gaussian_stats(feats: Tensor, # features (N, D), N >= 2
                   ) -> tuple[Tensor, Tensor]:
     "Mean (D,) and unbiased covariance (D, D) of `feats`, in float64: the Gaussian that FID fits."
@@ -292,7 +275,7 @@ def _sqrt_psd(a: Tensor) -> Tensor:
     lam, v = torch.linalg.eigh((a + a.T) / 2)
     return (v * lam.clamp(min=0).sqrt()) @ v.T
 
-# %% ../nbs/65_metrics.ipynb #b1c72da7
+# %% ../nbs/65_metrics.ipynb #5301696c
 def frechet_distance(mu1: Tensor, # mean of the first Gaussian, (D,)
                      cov1: Tensor, # its covariance, (D, D), symmetric positive semi-definite
                      mu2: Tensor, # mean of the second Gaussian, (D,)
@@ -318,7 +301,7 @@ def fid(feats_a: Tensor, # features of one image set, (N_a, D), N_a >= 2
         raise ValueError(f"feats_b: expected {mu_a.shape[0]} features to match feats_a, got {mu_b.shape[0]}")
     return frechet_distance(mu_a, cov_a, mu_b, cov_b)
 
-# %% ../nbs/65_metrics.ipynb #a3d55489
+# %% ../nbs/65_metrics.ipynb #7df06350
 def polynomial_kernel(x: Tensor, # (m, D)
                       y: Tensor, # (n, D)
                       degree: int = 3, # power of the polynomial
@@ -338,7 +321,7 @@ def mmd2_unbiased(x: Tensor, # features (m, D), m >= 2
     return ((k_xx.sum() - k_xx.trace()) / (m * (m - 1)) + (k_yy.sum() - k_yy.trace()) / (n * (n - 1))
             - 2 * k_xy.mean()).item()
 
-# %% ../nbs/65_metrics.ipynb #b30d27e0
+# %% ../nbs/65_metrics.ipynb #87c3d88b
 def _kernel_sums(x: Tensor, # (m, D)
                  y: Tensor, # (n, D)
                  chunk: int = 1024, # rows of x per kernel block
@@ -350,7 +333,7 @@ def _kernel_sums(x: Tensor, # (m, D)
         rows.append(k.sum(1)); cols += k.sum(0)
     return torch.cat(rows), cols
 
-# %% ../nbs/65_metrics.ipynb #846be60e
+# %% ../nbs/65_metrics.ipynb #d1957efa
 def kid(feats_a: Tensor, # features of one image set, (m, D), m >= 3
         feats_b: Tensor, # features of the other, (n, D), n >= 3
        ) -> tuple[float, float]:
@@ -369,7 +352,7 @@ def kid(feats_a: Tensor, # features of one image set, (m, D), m >= 3
     var = (m - 1) / m * ((loo_a - loo_a.mean()) ** 2).sum() + (n - 1) / n * ((loo_b - loo_b.mean()) ** 2).sum()
     return est.item(), var.sqrt().item()
 
-# %% ../nbs/65_metrics.ipynb #f11070ed
+# %% ../nbs/65_metrics.ipynb #80f07d0f
 def nn_distances(x: Tensor, # images (N, C, H, W)
                  ref: Tensor, # reference images of the same shape, (M, C, H, W)
                  batch_size: int = 256, # rows of `x` per distance computation
@@ -384,9 +367,9 @@ def nn_distances(x: Tensor, # images (N, C, H, W)
     dev = x.device if device is None else torch.device(device)
     r = r.to(dev, torch.float32)
     return torch.cat([torch.cdist(c.to(dev, torch.float32), r).min(1).values.cpu().double()
-                      for c in a.split(_check_pos_int(batch_size, 'batch_size'))])
+                      for c in a.split(check_int(batch_size, 'batch_size', 1))])
 
-# %% ../nbs/65_metrics.ipynb #1dd43a57
+# %% ../nbs/65_metrics.ipynb #227223b4
 def nn_ratio(samples: Tensor, # generated images (N, C, H, W)
              train: Tensor, # the images the model was trained on
              test: Tensor, # held-out real images, never seen in training
@@ -397,24 +380,21 @@ def nn_ratio(samples: Tensor, # generated images (N, C, H, W)
     if d_test == 0: raise ValueError("test: its median distance to `train` is 0; expected held-out images, not copies")
     return (nn_distances(samples, train, device=device).median() / d_test).item()
 
-# %% ../nbs/65_metrics.ipynb #102420fa
-def _check_generator(generator: torch.Generator | None, name: str = 'generator') -> torch.Generator:
-    "Return `generator`, or a generator seeded with 0 if it is None; anything else is a TypeError."
-    if generator is None: return make_generator(0)
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"{name}: expected a torch.Generator (make one with diffnb.core.make_generator(seed)),"
-                        f" got {type(generator).__name__}")
-    return generator
+# %% ../nbs/65_metrics.ipynb #d667fed8
+def _check_generator(generator: torch.Generator | None) -> torch.Generator:
+    "`generator` (checked by `check_generator`), or a generator seeded with 0 if it is None: reproducible scores."
+    generator = check_generator(generator)
+    return make_generator(0) if generator is None else generator
 
 def _perm(n: int, generator: torch.Generator) -> Tensor:
     "A random permutation of range(n) on the CPU, drawn from `generator` on whatever device it lives."
     return torch.randperm(n, generator=generator, device=generator.device).cpu()
 
-# %% ../nbs/65_metrics.ipynb #2fd4beff
+# %% ../nbs/65_metrics.ipynb #fe8f1558
 def _floor(f_train: Tensor, f_test: Tensor, n: int, reps: int, g: torch.Generator) -> dict:
     "Mean FID (and its spread) and mean KID of `n` random rows of `f_train` against `f_test`, over `reps` draws."
     n_floor, fids, kids = min(n, len(f_train)), [], []
-    for _ in range(_check_pos_int(reps, 'reps')):
+    for _ in range(check_int(reps, 'reps', 1)):
         sub = f_train[_perm(len(f_train), g)[:n_floor]]
         fids.append(fid(sub, f_test)); kids.append(kid(sub, f_test)[0])
     fids = torch.tensor(fids, dtype=torch.float64)
@@ -431,9 +411,9 @@ def real_floor(real_train: Tensor, # real training images (B, C, H, W)
     "The real-vs-real floor: mean FID (and its spread) and KID of `n` training images against the test images."
     classifier.check_batch(real_train, 'real_train'); classifier.check_batch(real_test, 'real_test')
     f_train, f_test = classifier.features(real_train), classifier.features(real_test)
-    return _floor(f_train, f_test, _check_pos_int(n, 'n'), reps, _check_generator(generator))
+    return _floor(f_train, f_test, check_int(n, 'n', 1), reps, _check_generator(generator))
 
-# %% ../nbs/65_metrics.ipynb #da5e9164
+# %% ../nbs/65_metrics.ipynb #9d790700
 def score_samples(samples: Tensor, # generated images (N, C, H, W), N >= 3
                   labels: Tensor | None, # the class each sample was asked for, (N,) int64; `None` if unconditional
                   real_train: Tensor, # the real images the model was trained on
@@ -454,24 +434,24 @@ def score_samples(samples: Tensor, # generated images (N, C, H, W), N >= 3
                 accuracy=None if labels is None else class_accuracy(classifier, samples, labels),
                 accuracy_real=classifier.test_accuracy, nn_ratio=nn_ratio(samples, real_train, real_test, dev))
 
-# %% ../nbs/65_metrics.ipynb #636df70a
+# %% ../nbs/65_metrics.ipynb #b9d7424a
 def pixel_levels(x: Tensor, # images in [-1, 1] whose values lie on a grid of `n_levels` levels
                  n_levels: int = 17, # number of levels, evenly spaced from -1 to 1 (17 for the digits)
                 ) -> Tensor:
     "The integer level 0..n_levels-1 of each value of `x`; values off the grid are an error."
     if not isinstance(x, Tensor) or not x.is_floating_point(): raise TypeError("x: expected a floating-point tensor")
-    if _check_pos_int(n_levels, 'n_levels') < 2: raise ValueError(f"n_levels: expected at least 2, got {n_levels}")
+    check_int(n_levels, 'n_levels', 2)
     k = (x.detach().cpu().double() + 1) / 2 * (n_levels - 1)
     levels = k.round()
     if x.numel() and ((k - levels).abs().max() > 1e-4 or levels.min() < 0 or levels.max() > n_levels - 1):
         raise ValueError(f"x: expected values on the grid of {n_levels} evenly spaced levels in [-1, 1]")
     return levels.long()
 
-# %% ../nbs/65_metrics.ipynb #68809f59
+# %% ../nbs/65_metrics.ipynb #5b1713ba
 def uniform_bpd(n_levels: int, # number of values each pixel can take
                ) -> float:
     "Bits per dimension of the uniform distribution over `n_levels` values: log2(n_levels)."
-    return math.log2(_check_pos_int(n_levels, 'n_levels'))
+    return math.log2(check_int(n_levels, 'n_levels', 1))
 
 def categorical_bpd(train: Tensor, # training images (N, ...) on the grid of `n_levels` levels
                     test: Tensor, # test images of the same shape
