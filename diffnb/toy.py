@@ -62,8 +62,6 @@ def _prepare(self: MixtureOracle, xt: Tensor, # noisy points, (B, D)
     "Check `xt` and `t`; return `xt` (B, D) and alpha_bar at `t` (B, 1), both in float64."
     d = self.mixture.means.shape[1]
     _check_points(xt, 'xt', f'(B, {d}) with B > 0', d)
-    if not isinstance(t, (Tensor, np.ndarray, numbers.Number, list, tuple)):
-        raise TypeError(f"t: expected integer timesteps, got {type(t).__name__}")
     t, dev = self.schedule.check_t(t, batch=xt.shape[0]).cpu(), _f64_device(xt.device)
     return xt.to(dev, torch.float64), self._alpha_bar[t][:, None].to(dev)
 
