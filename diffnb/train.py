@@ -665,6 +665,25 @@ def clip(self: Trainer,
         raise FloatingPointError(f"non-finite gradient norm at step {step + 1}: training stopped before the update")
     return norm
 
+# %% ../nbs/50_train.ipynb #9b63f85e
+@document_params
+@dataclass(eq=False)
+class TrainResult:
+    "What `train` returns."
+    model: nn.Module # the trained model (unwrapped from DDP), with the last weights
+    ema: EMA # the shadow weights
+    losses: list # the mean loss of every step of this call (from the resumed step on)
+    step: int # steps done in all
+    out_dir: Path | None # the run's folder
+    codec: Codec # the training space
+    schedule: NoiseSchedule # the forward process
+    z_shape: tuple | None = None # the shape of one encoded item, e.g. (C, H, W)
+
+    @cached_property
+    def ema_model(self) -> nn.Module:
+        "A copy of the model with the EMA weights, in eval mode."
+        return self.ema.copy_to(copy.deepcopy(self.model)).eval()
+
 # %% ../nbs/50_train.ipynb #627eeef5
 @patch
 @document_params
@@ -767,25 +786,6 @@ def _start_log(self: Trainer, step: int) -> None:
     log = self.out_dir / 'log.jsonl'
     lines = log.read_text().splitlines() if log.is_file() else []
     log.write_text(''.join(line + '\n' for line in lines if json.loads(line)['step'] <= step))
-
-# %% ../nbs/50_train.ipynb #9b63f85e
-@document_params
-@dataclass(eq=False)
-class TrainResult:
-    "What `train` returns."
-    model: nn.Module # the trained model (unwrapped from DDP), with the last weights
-    ema: EMA # the shadow weights
-    losses: list # the mean loss of every step of this call (from the resumed step on)
-    step: int # steps done in all
-    out_dir: Path | None # the run's folder
-    codec: Codec # the training space
-    schedule: NoiseSchedule # the forward process
-    z_shape: tuple | None = None # the shape of one encoded item, e.g. (C, H, W)
-
-    @cached_property
-    def ema_model(self) -> nn.Module:
-        "A copy of the model with the EMA weights, in eval mode."
-        return self.ema.copy_to(copy.deepcopy(self.model)).eval()
 
 # %% ../nbs/50_train.ipynb #51032797
 @document_params
