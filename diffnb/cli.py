@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from .core import def_device, document_params, make_generator, seed_everything, to_pil
+from .core import def_device, document_params, make_generator, pick, seed_everything, to_pil
 from .forward import NoiseSchedule
 from .data import SHAPES, load_digits_data, load_torchvision, make_shapes
-from .elbo import nll_bpd
+from .elbo import nll_bpd, prior_bpd, vlb_term
 from .sampling import DDPMSampler, sample
 from .ddim import DDIMSampler
 from .guidance import CFGDenoiser
@@ -25,11 +25,11 @@ from .guidance import CFGDenoiser
 # %% auto #0
 __all__ = ['Runner', 'COMMANDS', 'MODEL_INFO', 'SAMPLERS', 'NATIVE_SIZE', 'SCORED', 'DEMO_TEST', 'DATASETS', 'DEFAULT_CONFIG',
            'command', 'UsageError', 'make_parser', 'main', 'int_at_least', 'float_in', 'default_threads',
-           'add_common_args', 'setup_run', 'is_main_process', 'show_progress', 'say', 'accelerate_on', 'sample_grid',
-           'save_samples', 'load_samples', 'save_model', 'read_info', 'load_model', 'make_sampler', 'generate',
-           'real_images', 'evaluate', 'bits_per_dim', 'format_metrics', 'DemoConfig', 'demo_config', 'out_folder',
-           'timed', 'demo_targets', 'training_data', 'unet_config', 'add_sampling_args', 'sample_labels', 'schedule_of',
-           'draw_from']
+           'add_common_args', 'setup_run', 'is_main_process', 'show_progress', 'say', 'accelerate_on', 'cpu_has_bf16',
+           'precision', 'sample_grid', 'save_samples', 'load_samples', 'save_model', 'read_info', 'load_model',
+           'make_sampler', 'generate', 'real_images', 'evaluate', 'elbo_terms', 'bits_per_dim', 'format_metrics',
+           'DemoConfig', 'demo_config', 'out_folder', 'timed', 'demo_targets', 'training_data', 'unet_config',
+           'add_sampling_args', 'sample_labels', 'schedule_of', 'draw_from']
 
 # %% ../nbs/95_cli.ipynb #6ed3f13c
 Runner = Callable[[argparse.Namespace], int | None]  # a subcommand: parsed arguments -> exit status
@@ -52,7 +52,13 @@ class UsageError(Exception):
     def __init__(self, message: str, # what is wrong, naming the argument
                 ): super().__init__(message)
 
-# %% ../nbs/95_cli.ipynb #303260eb
+# %% ../nbs/95_cli.ipynb #848464f9
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Help with each option's default, except None and False (defaults that depend on other choices, and flags)."
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False: return action.help
+        return super()._get_help_string(action)
+
 def make_parser() -> argparse.ArgumentParser:
     "The `diffnb` argument parser, with one subparser per entry of `COMMANDS`."
     p = argparse.ArgumentParser(prog='diffnb',
@@ -62,7 +68,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', title='commands', metavar='COMMAND')
     for name, (help_, add_args, _) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_, description=help_,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+                                formatter_class=_HelpFormatter))
     return p
 
 # %% ../nbs/95_cli.ipynb #bf73a3e6
@@ -120,7 +126,7 @@ def add_common_args(p: argparse.ArgumentParser, # a subcommand's parser
                    ) -> None:
     "Add --device, --seed, --threads and --quiet."
     p.add_argument('--device', default=device, help="'auto' (CUDA, then Apple's MPS, then CPU), 'cpu', 'cuda' or 'mps'")
-    p.add_argument('--seed', type=int_at_least(0), default=0, help='seeds the weights, the data order and all noise')
+    p.add_argument('--seed', type=int_at_least(0), default=0, help='seeds all randomness: weights, data order, noise')
     p.add_argument('--threads', type=int_at_least(1), default=default_threads(), help='CPU threads for torch')
     p.add_argument('--quiet', action='store_true', help='no progress bars and no summary')
 
@@ -166,7 +172,23 @@ def accelerate_on(device: torch.device, # where to train
         if old is None: os.environ.pop('ACCELERATE_USE_CPU', None)
         else: os.environ['ACCELERATE_USE_CPU'] = old
 
-# %% ../nbs/95_cli.ipynb #0a1ccdea
+# %% ../nbs/95_cli.ipynb #aac8d026
+@document_params
+def cpu_has_bf16() -> bool:
+    "Whether the CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX, as Linux reports them)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return any(f in flags.split() for f in ('avx512_bf16', 'amx_bf16'))
+
+@document_params
+def precision(mixed_precision: str, # 'auto', 'no', 'fp16' or 'bf16'
+              device: torch.device, # where training runs
+             ) -> str:
+    "The trainer's `mixed_precision`: 'auto' on a CPU becomes 'bf16' if the CPU has it natively, else 'no'."
+    if mixed_precision != 'auto' or device.type != 'cpu': return mixed_precision
+    return 'bf16' if cpu_has_bf16() else 'no'
+
+# %% ../nbs/95_cli.ipynb #fed2fdf6
 @document_params
 def sample_grid(images: Tensor, # images (N, C, H, W) in [-1, 1]
                 labels: Tensor | None = None, # their classes (N,); None: rows in the given order
@@ -186,7 +208,7 @@ def sample_grid(images: Tensor, # images (N, C, H, W) in [-1, 1]
             grid.paste(ims[k].resize((w, h), Image.NEAREST), (gap + j * (w + gap), gap + i * (h + gap)))
     return grid
 
-# %% ../nbs/95_cli.ipynb #e049fdb2
+# %% ../nbs/95_cli.ipynb #168c70ee
 @document_params
 def save_samples(folder: str | Path, # where to write; created if needed
                  images: Tensor, # (N, C, H, W) in [-1, 1]
@@ -202,7 +224,7 @@ def save_samples(folder: str | Path, # where to write; created if needed
     sample_grid(images, labels).save(paths[0])
     return paths
 
-# %% ../nbs/95_cli.ipynb #d395be8f
+# %% ../nbs/95_cli.ipynb #d5266fcb
 @document_params
 def load_samples(path: str | Path, # a file written by `save_samples`, or any safetensors file with `images`
                 ) -> tuple[Tensor, Tensor | None, dict]:
@@ -216,7 +238,7 @@ def load_samples(path: str | Path, # a file written by `save_samples`, or any sa
     if 'images' not in tensors: raise UsageError(f"{path}: expected a tensor named 'images', found {sorted(tensors)}")
     return tensors['images'].float(), tensors.get('labels'), json.loads(meta.get('diffnb', '{}'))
 
-# %% ../nbs/95_cli.ipynb #19b54446
+# %% ../nbs/95_cli.ipynb #35bbc8d3
 MODEL_INFO = 'diffnb.json'  # beside config.json: dataset, size, schedule, guidance (and the UNet's config in a run)
 
 @document_params
@@ -235,7 +257,7 @@ def read_info(path: Path) -> dict:
     info = json.loads(path.read_text()) if path.is_file() else {}
     return {'schedule': 'cosine', 'dataset': None, 'guidance': 1.0, **info}
 
-# %% ../nbs/95_cli.ipynb #a91be730
+# %% ../nbs/95_cli.ipynb #c107a43b
 @document_params
 def load_model(path: str | Path, # a model folder, a run folder with model/, or a checkpoint RUN/checkpoints/step_N
                device: str | torch.device = 'cpu', # where to put the model
@@ -256,7 +278,7 @@ def load_model(path: str | Path, # a model folder, a run folder with model/, or 
         return model.to(device).eval(), info
     raise UsageError(f"{p}: expected a model folder (config.json), a run folder (model/) or a checkpoint (state.json)")
 
-# %% ../nbs/95_cli.ipynb #bcbe276d
+# %% ../nbs/95_cli.ipynb #d3872562
 SAMPLERS = ('ddim', 'ddpm')
 
 @document_params
@@ -269,7 +291,7 @@ def make_sampler(name: str, # 'ddim' or 'ddpm'
     if name == 'ddim': return DDIMSampler(schedule, eta=eta)
     return DDPMSampler(schedule, variance='learned_range' if learn_sigma else 'beta_tilde')
 
-# %% ../nbs/95_cli.ipynb #bbb8f9d5
+# %% ../nbs/95_cli.ipynb #0e7b9a46
 @document_params
 def generate(model: nn.Module, # a UNet (or any denoiser module with `in_channels` and `config['image_size']`)
              schedule: NoiseSchedule, # its noise schedule
@@ -292,7 +314,7 @@ def generate(model: nn.Module, # a UNet (or any denoiser module with `in_channel
                   cond=None if labels is None else labels[rows].to(dev)) for rows in torch.arange(n).split(batch)]
     return torch.cat(out).cpu().clamp(-1, 1)
 
-# %% ../nbs/95_cli.ipynb #b51c3b97
+# %% ../nbs/95_cli.ipynb #66ccaa7d
 NATIVE_SIZE = {'digits': 8, 'shapes': 16, 'mnist': 28, 'fashion_mnist': 28, 'cifar10': 32}  # pixels
 SCORED = ('digits', 'mnist', 'fashion_mnist', 'cifar10')  # the data sets with a feature classifier
 
@@ -307,7 +329,7 @@ def real_images(dataset: str, # one of `SCORED`
     resize = None if size == NATIVE_SIZE[dataset] else size
     return tuple(dataset_tensors(load_torchvision(dataset, train=train, size=resize)) for train in (True, False))
 
-# %% ../nbs/95_cli.ipynb #14de3ef5
+# %% ../nbs/95_cli.ipynb #d0ba11c3
 @document_params
 def evaluate(images: Tensor, # samples (N, C, H, W) in [-1, 1]
              labels: Tensor | None, # the classes they were asked for (N,), or None
@@ -323,32 +345,58 @@ def evaluate(images: Tensor, # samples (N, C, H, W) in [-1, 1]
     m = score_samples(images, labels, x_train, x_test, clf, generator=make_generator(seed))
     return {'dataset': dataset, 'size': size, **m, 'fid_ratio': m['fid'] / m['fid_floor']}
 
-# %% ../nbs/95_cli.ipynb #68fb1aca
+# %% ../nbs/95_cli.ipynb #90f7ad9b
+@document_params
+def elbo_terms(model: nn.Module, # a denoiser module
+               x: Tensor, # clean images (B, C, H, W) in [-1, 1], on the model's device
+               y: Tensor | None, # their classes (B,), or None
+               t: Tensor, # timesteps (K, B): row k holds one timestep per image
+               schedule: NoiseSchedule, # the model's noise schedule
+               generator: torch.Generator, # draws the noise that makes each x_t
+               max_rows: int = 2048, # images times timesteps per model call
+              ) -> Tensor:
+    "L_t in bits/dim for each image and each of its K timesteps, (K, B), by `vlb_term` (x0_hat clipped)."
+    variance = 'learned_range' if getattr(model, 'learn_sigma', False) else 'beta_tilde'
+    out, k = [], max(1, max_rows // len(x))
+    for rows in t.split(k):
+        n = len(rows)
+        cond = None if y is None else y.repeat(n)
+        out.append(vlb_term(model, x.repeat(n, 1, 1, 1), rows.reshape(-1), schedule, cond, variance=variance,
+                            clip_x0=True, generator=generator).view(n, len(x)))
+    return torch.cat(out)
+
+# %% ../nbs/95_cli.ipynb #6e40523c
 @document_params
 def bits_per_dim(model: nn.Module, # a UNet
                  schedule: NoiseSchedule, # its noise schedule
                  dataset: str, # one of `SCORED`: its test split is scored
-                 n_t: int = 32, # random timesteps per image
+                 n_t: int = 16, # random timesteps per image for the terms from `n_exact` on
+                 n_exact: int = 10, # the first terms, computed exactly
                  seed: int = 0, # draws the timesteps and the noise
                  max_images: int = 1000, # the first this many test images
                 ) -> dict:
     "The ELBO's bits/dim on the test split, its standard error, and (for digits) the baselines."
-    dev, size = next(model.parameters()).device, model.config['image_size']
+    dev, size, T = next(model.parameters()).device, model.config['image_size'], schedule.n_steps
+    if not 0 <= n_exact <= T: raise ValueError(f"n_exact: expected an int in [0, {T}], got {n_exact}")
+    if n_t < (n_exact < T):
+        raise ValueError(f"n_t: expected at least 1 draw for the terms from {n_exact} on, got {n_t}")
     (x_train, _), (x, y) = real_images(dataset, size)
-    x, y = x[:max_images].to(dev), y[:max_images].to(dev)
-    variance = 'learned_range' if getattr(model, 'learn_sigma', False) else 'beta_tilde'
+    x, y, g = x[:max_images].to(dev), y[:max_images].to(dev), make_generator(seed, dev)
+    y = y if model.n_classes else None
+    exact = torch.arange(n_exact, device=dev)[:, None].expand(n_exact, len(x))
+    drawn = torch.randint(min(n_exact, T - 1), T, (n_t, len(x)), generator=g, device=dev)  # unused if n_t = 0
     with torch.no_grad():
-        total = nll_bpd(model, x, schedule, cond=y if model.n_classes else None, n_t=n_t, max_batch=2048,
-                        generator=make_generator(seed, dev), clip_x0=True, variance=variance).total.cpu()
+        head, tail = (elbo_terms(model, x, y, ts, schedule, g).sum(0) if len(ts) else 0. for ts in (exact, drawn))
+    total = (prior_bpd(schedule, x) + head + (T - n_exact) / max(n_t, 1) * tail).cpu()
     out = {'bits_per_dim': total.mean().item(), 'bits_per_dim_se': total.std().item() / len(total) ** 0.5,
-           'bits_per_dim_n_t': n_t, 'bits_per_dim_images': len(total)}
+           'bits_per_dim_n_t': n_t, 'bits_per_dim_n_exact': n_exact, 'bits_per_dim_images': len(total)}
     return out | (_digit_baselines(x_train, x.cpu()) if dataset == 'digits' and size == 8 else {})
 
 def _digit_baselines(x_train: Tensor, x_test: Tensor) -> dict:
     from diffnb.metrics import categorical_bpd, uniform_bpd
     return {'bits_per_dim_uniform': uniform_bpd(17), 'bits_per_dim_categorical': categorical_bpd(x_train, x_test)}
 
-# %% ../nbs/95_cli.ipynb #96640d2c
+# %% ../nbs/95_cli.ipynb #e22f0d8f
 @document_params
 def format_metrics(m: dict, # from `evaluate`, optionally with `bits_per_dim`
                   ) -> str:
@@ -365,7 +413,7 @@ def format_metrics(m: dict, # from `evaluate`, optionally with `bits_per_dim`
         rows.append(('bits/dim (ELBO)', f"{m['bits_per_dim']:.2f} ± {m['bits_per_dim_se']:.2f}", ref))
     return '\n'.join(f"  {name:<24}{value:<18}({ref})" for name, value, ref in rows)
 
-# %% ../nbs/95_cli.ipynb #7f2635ea
+# %% ../nbs/95_cli.ipynb #9d1a76a9
 @document_params
 @dataclass
 class DemoConfig:
@@ -378,25 +426,26 @@ class DemoConfig:
     warmup_steps: int = 50 # steps of warmup
     ema_decay: float = 0.999 # the EMA of the weights is the model that samples
     p_uncond: float = 0.1 # conditioning dropout: the null class's share, for classifier-free guidance
+    mixed_precision: str = 'auto' # see `precision`: bf16 autocast where the CPU has it natively
     schedule: str = 'cosine' # the noise schedule
     sampler_steps: int = 25 # DDIM steps
-    guidance: float = 1.75 # classifier-free guidance scale
+    guidance: float = 1.6 # classifier-free guidance scale
     n_samples: int = 500 # samples to draw and score, 50 per digit
-    n_t: int = 32 # timesteps per test image for bits/dim
+    n_t: int = 16 # random timesteps per test image for bits/dim, after the first 10 computed exactly
 
-DEMO_TEST = DemoConfig(steps=20, batch_size=32, warmup_steps=2, n_samples=20, sampler_steps=4, n_t=2)  # test size
+DEMO_TEST = DemoConfig(steps=20, batch_size=32, warmup_steps=2, n_samples=20, sampler_steps=4, n_t=1)  # test size
 
 def demo_config() -> DemoConfig:
-    "`DemoConfig()`, or the tiny `DEMO_TEST` under the test suite (`IN_TEST`)."
-    return DEMO_TEST if os.environ.get('IN_TEST') else DemoConfig()
+    "`DemoConfig()`, or the tiny `DEMO_TEST` in the test suite (`diffnb.core.size_mode`; `DIFFNB_SIZE` overrides)."
+    return pick(test=DEMO_TEST, cpu=DemoConfig(), full=DemoConfig())
 
-# %% ../nbs/95_cli.ipynb #d93ef18c
+# %% ../nbs/95_cli.ipynb #a798b781
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', default='diffnb-demo', help='the folder to write into')
     add_common_args(p, device='cpu')
-    p.add_argument('--steps', type=int_at_least(1), help=f'training steps (default {DemoConfig.steps})')
-    p.add_argument('--guidance', type=float_in(0), help=f'guidance scale (default {DemoConfig.guidance})')
-    p.add_argument('--n', type=int_at_least(10), help=f'samples to draw and score (default {DemoConfig.n_samples})')
+    p.add_argument('--steps', type=int_at_least(1), help=f'training steps (default: {DemoConfig.steps})')
+    p.add_argument('--guidance', type=float_in(0), help=f'guidance scale (default: {DemoConfig.guidance})')
+    p.add_argument('--n', type=int_at_least(10), help=f'samples to draw and score (default: {DemoConfig.n_samples})')
 
 @document_params
 def out_folder(out: str | Path) -> Path:
@@ -406,7 +455,7 @@ def out_folder(out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     return out
 
-# %% ../nbs/95_cli.ipynb #b01cacb2
+# %% ../nbs/95_cli.ipynb #c6db0761
 def _train_demo(cfg: DemoConfig, data: tuple, schedule: NoiseSchedule, args: argparse.Namespace,
                 device: torch.device) -> tuple:
     "Train the demo's UNet; return (the EMA model, the loss figure)."
@@ -414,12 +463,13 @@ def _train_demo(cfg: DemoConfig, data: tuple, schedule: NoiseSchedule, args: arg
     from diffnb.train import TrainConfig, train, plot_losses
     model = UNet(**cfg.unet)
     tc = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                     ema_decay=cfg.ema_decay, p_uncond=cfg.p_uncond, seed=args.seed, log_every=25)
+                     ema_decay=cfg.ema_decay, p_uncond=cfg.p_uncond, seed=args.seed, log_every=25,
+                     mixed_precision=precision(cfg.mixed_precision, device))
     with tempfile.TemporaryDirectory() as run, accelerate_on(device):
         res = train(model, data, schedule, dataclasses.replace(tc, out_dir=run), progress=show_progress(args))
         return res.ema_model, plot_losses(run)
 
-# %% ../nbs/95_cli.ipynb #ca6f94dc
+# %% ../nbs/95_cli.ipynb #22f017c1
 @contextlib.contextmanager
 @document_params
 def timed(times: dict, # collects seconds per phase
@@ -430,7 +480,7 @@ def timed(times: dict, # collects seconds per phase
     try: yield
     finally: times[name] = round(times.get(name, 0) + time.perf_counter() - start, 2)
 
-# %% ../nbs/95_cli.ipynb #f2525d3a
+# %% ../nbs/95_cli.ipynb #9b84c5b3
 def _run_demo(args: argparse.Namespace) -> int:
     cfg, times, start = demo_config(), {}, time.perf_counter()
     over = dict(steps=args.steps, guidance=args.guidance, n_samples=args.n)
@@ -440,8 +490,9 @@ def _run_demo(args: argparse.Namespace) -> int:
         device = setup_run(args)
         from diffnb.metrics import classifier_path
         schedule, data = NoiseSchedule.from_name(cfg.schedule), load_digits_data(8, 'train')
+    mp = precision(cfg.mixed_precision, device)
     say(args, f"diffnb demo: a class-conditional U-Net on {len(data[0])} digits, {cfg.steps} steps on {device} "
-              f"({args.threads} thread{'s' * (args.threads > 1)})")
+              f"({args.threads} thread{'s' * (args.threads > 1)}{', bf16 autocast' * (mp == 'bf16')})")
     with timed(times, 'train'): model, loss_fig = _train_demo(cfg, data, schedule, args, device)
     labels = torch.arange(10).repeat_interleave(math.ceil(cfg.n_samples / 10))[:cfg.n_samples]
     with timed(times, 'sample'):
@@ -449,15 +500,15 @@ def _run_demo(args: argparse.Namespace) -> int:
                           progress=show_progress(args))
     cached = classifier_path('digits').is_file()
     with timed(times, 'metrics'): m = evaluate(images, labels, 'digits', device, args.seed)
-    with timed(times, 'bits_per_dim'): m |= bits_per_dim(model, schedule, 'digits', cfg.n_t, args.seed)
+    with timed(times, 'bits_per_dim'): m |= bits_per_dim(model, schedule, 'digits', n_t=cfg.n_t, seed=args.seed)
     with timed(times, 'write'): files = _write_demo(out, model, images, labels, loss_fig, cfg, args.seed)
     m |= {'classifier_cached': cached, 'seconds': times | {'total': round(time.perf_counter() - start, 1)}}
-    m |= {'targets_met': demo_targets(m), 'config': dataclasses.asdict(cfg), 'seed': args.seed}
+    m |= {'targets_met': demo_targets(m), 'config': dataclasses.asdict(cfg), 'seed': args.seed, 'mixed_precision': mp}
     (out / 'metrics.json').write_text(json.dumps(m, indent=1))
     _report_demo(args, m, out, files)
     return 0
 
-# %% ../nbs/95_cli.ipynb #4033eaa2
+# %% ../nbs/95_cli.ipynb #78492b10
 @document_params
 def demo_targets(m: dict, # the demo's metrics
                 ) -> dict:
@@ -475,7 +526,7 @@ def _write_demo(out: Path, model: nn.Module, images: Tensor, labels: Tensor, los
     info = dict(dataset='digits', size=8, schedule=cfg.schedule, guidance=cfg.guidance, unet=model.config)
     return files + [out / 'loss.png', save_model(out / 'model', model, info)]
 
-# %% ../nbs/95_cli.ipynb #a5791dea
+# %% ../nbs/95_cli.ipynb #87919cf5
 def _report_demo(args: argparse.Namespace, m: dict, out: Path, files: list) -> None:
     s, cfg = m['seconds'], m['config']
     say(args, f"\n{m['n']} samples, DDIM {cfg['sampler_steps']} steps, guidance {cfg['guidance']}:")
@@ -490,7 +541,7 @@ def _report_demo(args: argparse.Namespace, m: dict, out: Path, files: list) -> N
 command('demo', 'train, sample and measure a class-conditional U-Net on the bundled digits, in minutes on a CPU',
         _demo_args)(_run_demo)
 
-# %% ../nbs/95_cli.ipynb #a3be1616
+# %% ../nbs/95_cli.ipynb #2cf8ac15
 DATASETS = tuple(NATIVE_SIZE)
 DEFAULT_CONFIG = {'digits': 'demo', 'shapes': 'digits', 'mnist': 'book32', 'fashion_mnist': 'book32',
                   'cifar10': 'book32'}  # data set -> --config
@@ -504,13 +555,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--lr', type=float_in(1e-8, 1.0), default=1e-3, help='peak learning rate')
     p.add_argument('--p-uncond', type=float_in(0, 1), default=0.1, help='conditioning dropout, for guidance')
     p.add_argument('--mixed-precision', choices=('auto', 'no', 'fp16', 'bf16'), default='auto',
-                   help="'auto': bf16 (else fp16) on CUDA, none elsewhere")
+                   help="'auto': bf16 (else fp16) on CUDA, bf16 on CPUs that have it natively, else none")
     p.add_argument('--ckpt-every', type=int_at_least(0), default=500, help='steps between checkpoints (0: at the end)')
     p.add_argument('--out', default='diffnb-run', help='the run folder')
     p.add_argument('--resume', action='store_true', help="continue the run in --out from its newest checkpoint")
     add_common_args(p)
 
-# %% ../nbs/95_cli.ipynb #87cd8b8c
+# %% ../nbs/95_cli.ipynb #34802eb3
 @document_params
 def training_data(dataset: str, # one of `DATASETS`
                   size: int, # image size in pixels
@@ -524,7 +575,7 @@ def training_data(dataset: str, # one of `DATASETS`
     (x, y), _ = real_images(dataset, size)
     return x, y, 10
 
-# %% ../nbs/95_cli.ipynb #d7e54190
+# %% ../nbs/95_cli.ipynb #b3982b94
 @document_params
 def unet_config(name: str, # 'demo' or a key of `UNET_CONFIGS`
                 in_channels: int, # image channels of the data
@@ -543,7 +594,7 @@ def unet_config(name: str, # 'demo' or a key of `UNET_CONFIGS`
     attn = tuple(size // 2 ** i for i in range(levels) if old // 2 ** i in base.get('attn_resolutions', ()))
     return base | dict(in_channels=in_channels, image_size=size, n_classes=n_classes, attn_resolutions=attn)
 
-# %% ../nbs/95_cli.ipynb #45f4dd83
+# %% ../nbs/95_cli.ipynb #ddec4577
 def _run_train(args: argparse.Namespace) -> int:
     from diffnb.train import list_checkpoints
     out, size = Path(args.out), args.size or NATIVE_SIZE[args.dataset]
@@ -566,14 +617,14 @@ def _run_train(args: argparse.Namespace) -> int:
     if is_main_process(): _finish_train(args, out, model, info, seconds)
     return 0
 
-# %% ../nbs/95_cli.ipynb #81a24c46
+# %% ../nbs/95_cli.ipynb #bbf6e6d8
 def _fit(args: argparse.Namespace, info: dict, data: tuple, device: torch.device) -> tuple:
     "Train the run's UNet; return (the EMA model, seconds)."
     from diffnb.train import TrainConfig, train
     from diffnb.unet import UNet
     model = UNet(**info['unet'])
     tc = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, warmup_steps=min(500, args.steps // 10),
-                     p_uncond=args.p_uncond, mixed_precision=args.mixed_precision, seed=args.seed,
+                     p_uncond=args.p_uncond, mixed_precision=precision(args.mixed_precision, device), seed=args.seed,
                      ckpt_every=args.ckpt_every, out_dir=str(args.out))
     n_params = sum(p.numel() for p in model.parameters())
     say(args, f"training a {n_params / 1e6:.2f}M-parameter UNet for {args.steps} steps")
@@ -594,7 +645,7 @@ def _finish_train(args: argparse.Namespace, out: Path, model: nn.Module, info: d
 command('train', 'train a class-conditional U-Net on digits, shapes, MNIST, FashionMNIST or CIFAR-10',
         _train_args)(_run_train)
 
-# %% ../nbs/95_cli.ipynb #c4cfb53c
+# %% ../nbs/95_cli.ipynb #bf77a840
 @document_params
 def add_sampling_args(p: argparse.ArgumentParser, # a subcommand's parser
                       n: int, # the default of --n
@@ -604,12 +655,12 @@ def add_sampling_args(p: argparse.ArgumentParser, # a subcommand's parser
     p.add_argument('--steps', type=int_at_least(1), help='sampler steps (default: 25 for DDIM, 1000 for DDPM)')
     p.add_argument('--eta', type=float_in(0, 1), default=0.0, help="DDIM's noise: 0 deterministic, 1 like DDPM")
     p.add_argument('--guidance', type=float_in(0), help="classifier-free guidance scale (default: the model's)")
-    p.add_argument('--class', dest='classes', type=int_at_least(0), nargs='+',
+    p.add_argument('--class', dest='classes', type=int_at_least(0), nargs='+', metavar='ID',
                    help='the classes to draw (default: all)')
     p.add_argument('--n', type=int_at_least(1), default=n, help='how many images')
     p.add_argument('--batch', type=int_at_least(1), default=500, help='images per sampling call')
 
-# %% ../nbs/95_cli.ipynb #be8e36ae
+# %% ../nbs/95_cli.ipynb #4a776d30
 @document_params
 def sample_labels(model: nn.Module, # the UNet to sample
                   classes: Sequence[int] | None, # the classes asked for; None: all
@@ -625,7 +676,7 @@ def sample_labels(model: nn.Module, # the UNet to sample
     chosen = torch.tensor(classes or range(k))
     return chosen[torch.arange(n) % len(chosen)].sort(stable=True).values
 
-# %% ../nbs/95_cli.ipynb #cf1adcb8
+# %% ../nbs/95_cli.ipynb #0042adc0
 @document_params
 def schedule_of(info: dict, # a model's diffnb.json
                ) -> NoiseSchedule:
@@ -649,7 +700,7 @@ def draw_from(args: argparse.Namespace, # sampling arguments (`add_sampling_args
                 seed=args.seed, **({'eta': args.eta} if args.sampler == 'ddim' else {}))
     return images, labels, meta
 
-# %% ../nbs/95_cli.ipynb #d06a8636
+# %% ../nbs/95_cli.ipynb #fdaa0bb1
 def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--model', required=True, help='a model folder, a run folder (demo or train) or a checkpoint')
     add_sampling_args(p, n=100)
@@ -669,11 +720,12 @@ def _run_sample(args: argparse.Namespace) -> int:
 command('sample', 'sample a trained model (DDIM or DDPM, classifier-free guidance) into samples.png and .safetensors',
         _sample_args)(_run_sample)
 
-# %% ../nbs/95_cli.ipynb #0b0bd9cb
+# %% ../nbs/95_cli.ipynb #17d3ecc6
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('path', help='a samples .safetensors file, or a model folder, run folder or checkpoint')
     p.add_argument('--dataset', choices=SCORED, help='the data set to compare with (default: stored with the input)')
-    p.add_argument('--n-t', type=int_at_least(0), default=32, help='timesteps per test image for bits/dim (0: skip)')
+    p.add_argument('--n-t', type=int_at_least(0), default=16,
+                   help='random timesteps per test image for bits/dim, after the first 10 (0: skip bits/dim)')
     add_sampling_args(p, n=500)
     p.add_argument('--out', default='diffnb-eval', help='the folder to write metrics.json (and samples) into')
     add_common_args(p)
@@ -688,7 +740,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--dataset: {dataset!r} has no feature classifier; pass one of {SCORED}")
     out = out_folder(args.out)
     m = evaluate(images, labels, dataset, device, args.seed)
-    if path.is_dir() and args.n_t: m |= bits_per_dim(model, schedule_of(info), dataset, args.n_t, args.seed)
+    if path.is_dir() and args.n_t: m |= bits_per_dim(model, schedule_of(info), dataset, n_t=args.n_t, seed=args.seed)
     if path.is_dir(): save_samples(out, images, labels, meta)
     m |= {'input': str(path), 'samples': meta, 'seconds': round(time.perf_counter() - start, 1)}
     (out / 'metrics.json').write_text(json.dumps(m, indent=1))
