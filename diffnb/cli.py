@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from .core import def_device, document_params, make_generator, pick, seed_everything, to_pil
 from .forward import NoiseSchedule
 from .data import SHAPES, load_digits_data, load_torchvision, make_shapes
-from .elbo import nll_bpd, prior_bpd, vlb_term
+from .elbo import prior_bpd, vlb_term
 from .sampling import DDPMSampler, sample
 from .ddim import DDIMSampler
 from .guidance import CFGDenoiser
@@ -67,8 +67,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument('--version', action='version', version=f'diffnb {__version__}')
     sub = p.add_subparsers(dest='command', title='commands', metavar='COMMAND')
     for name, (help_, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_, description=help_,
-                                formatter_class=_HelpFormatter))
+        add_args(sub.add_parser(name, help=help_, description=help_, formatter_class=_HelpFormatter))
     return p
 
 # %% ../nbs/95_cli.ipynb #bf73a3e6
@@ -147,12 +146,15 @@ def is_main_process() -> bool:
     return os.environ.get('RANK', '0') == '0'
 
 @document_params
-def show_progress(args: argparse.Namespace) -> bool:
+def show_progress(args: argparse.Namespace, # parsed arguments with the common options
+                 ) -> bool:
     "Progress bars unless --quiet, another process than the first, or the test suite."
     return not (args.quiet or os.environ.get('IN_TEST')) and is_main_process()
 
 @document_params
-def say(args: argparse.Namespace, *msg: Any) -> None:
+def say(args: argparse.Namespace, # parsed arguments with the common options
+        *msg: Any, # what to print, as `print` takes it
+       ) -> None:
     "Print unless --quiet or not the first process."
     if not args.quiet and is_main_process(): print(*msg, flush=True)
 
@@ -252,7 +254,8 @@ def save_model(folder: str | Path, # the model folder to write
     return Path(folder)
 
 @document_params
-def read_info(path: Path) -> dict:
+def read_info(path: Path, # a diffnb.json, which may be missing
+             ) -> dict:
     "The contents of a `diffnb.json`; a cosine schedule and no data set when there is none."
     info = json.loads(path.read_text()) if path.is_file() else {}
     return {'schedule': 'cosine', 'dataset': None, 'guidance': 1.0, **info}
@@ -382,7 +385,7 @@ def bits_per_dim(model: nn.Module, # a UNet
         raise ValueError(f"n_t: expected at least 1 draw for the terms from {n_exact} on, got {n_t}")
     (x_train, _), (x, y) = real_images(dataset, size)
     x, y, g = x[:max_images].to(dev), y[:max_images].to(dev), make_generator(seed, dev)
-    y = y if model.n_classes else None
+    y = y if getattr(model, 'n_classes', None) else None
     exact = torch.arange(n_exact, device=dev)[:, None].expand(n_exact, len(x))
     drawn = torch.randint(min(n_exact, T - 1), T, (n_t, len(x)), generator=g, device=dev)  # unused if n_t = 0
     with torch.no_grad():
@@ -448,7 +451,8 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--n', type=int_at_least(10), help=f'samples to draw and score (default: {DemoConfig.n_samples})')
 
 @document_params
-def out_folder(out: str | Path) -> Path:
+def out_folder(out: str | Path, # the --out argument
+              ) -> Path:
     "`out` as a folder to write into, created if needed."
     out = Path(out)
     if out.exists() and not out.is_dir(): raise UsageError(f"--out: {out} exists and is not a folder")
@@ -734,7 +738,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     device, path, start = setup_run(args), Path(args.path), time.perf_counter()
     if not path.exists(): raise UsageError(f"path: {path} does not exist")
     if path.is_file(): images, labels, meta = load_samples(path)
-    else: model, info = load_model(path, device); images, labels, meta = draw_from(args, model, info)
+    else:
+        model, info = load_model(path, device)
+        images, labels, meta = draw_from(args, model, info)
     dataset = args.dataset or meta.get('dataset') or 'digits'
     if dataset not in SCORED:
         raise UsageError(f"--dataset: {dataset!r} has no feature classifier; pass one of {SCORED}")
@@ -745,8 +751,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     m |= {'input': str(path), 'samples': meta, 'seconds': round(time.perf_counter() - start, 1)}
     (out / 'metrics.json').write_text(json.dumps(m, indent=1))
     say(args, f"diffnb eval: {m['n']} samples of {dataset} from {path}")
-    say(args, format_metrics(m), f"\nwrote {out / 'metrics.json'}")
+    say(args, format_metrics(m))
+    say(args, f"wrote {out / 'metrics.json'}")
     return 0
 
 command('eval', 'score samples or a model: FID and KID with their real-vs-real floors, accuracy, copies, bits/dim',
         _eval_args)(_run_eval)
+
+# %% ../nbs/95_cli.ipynb #ce87d351
+#| eval: false
+if __name__ == '__main__': sys.exit(main())

@@ -31,8 +31,8 @@ def cfg_combine(pred_cond: Tensor, # the prediction given the condition, (B, C, 
     "pred_uncond + s (pred_cond - pred_uncond): classifier-free guidance (Ho & Salimans 2022, eq. 6, with s = 1 + w)."
     scale = _check_scale(scale)
     if not isinstance(pred_cond, Tensor) or not isinstance(pred_uncond, Tensor) or pred_cond.shape != pred_uncond.shape:
-        raise ValueError(f"pred_uncond: expected a tensor shaped like pred_cond {tuple(getattr(pred_cond, 'shape', ()))},"
-                         f" got {getattr(pred_uncond, 'shape', type(pred_uncond).__name__)}")
+        want, got = tuple(getattr(pred_cond, 'shape', ())), getattr(pred_uncond, 'shape', type(pred_uncond).__name__)
+        raise ValueError(f"pred_uncond: expected a tensor shaped like pred_cond {want}, got {got}")
     if n_guided is None: return pred_uncond + scale * (pred_cond - pred_uncond)
     c, u = pred_cond[:, :n_guided], pred_uncond[:, :n_guided]
     return torch.cat([u + scale * (c - u), pred_cond[:, n_guided:]], dim=1)
@@ -52,8 +52,8 @@ def _null_rows(ref: Tensor, null: Any, name: str) -> Tensor:
 def _double_tuple(cond: tuple, null_cond: Any) -> tuple:
     "[cond; null] for a text condition (context, mask); a mask of None is all True."
     if not isinstance(null_cond, tuple) or len(null_cond) != len(cond):
-        raise TypeError(f"null_cond: expected a tuple of {len(cond)} like cond, e.g. the empty prompt's (context, mask),"
-                        f" got {type(null_cond).__name__}")
+        raise TypeError(f"null_cond: expected a tuple of {len(cond)} like cond, e.g. the empty prompt's "
+                        f"(context, mask), got {type(null_cond).__name__}")
     context = cond[0]
     if not isinstance(context, Tensor) or context.ndim < 2:
         raise TypeError(f"cond: expected a context tensor (B, L, D) first, got {type(context).__name__}")
@@ -93,8 +93,8 @@ class CFGDenoiser:
         self.denoiser, self.scale = denoiser, _check_scale(scale)
         self.null_cond = getattr(denoiser, 'n_classes', None) if null_cond is None else null_cond
         if self.null_cond is None:
-            raise ValueError("null_cond: expected the null condition (a class id, or the empty prompt's (context, mask));"
-                             " the denoiser has no n_classes to take it from")
+            raise ValueError("null_cond: expected the null condition (a class id, or the empty prompt's "
+                             "(context, mask)); the denoiser has no n_classes to take it from")
     def __repr__(self): return f"CFGDenoiser({type(self.denoiser).__name__}, scale={self.scale})"
 
 # %% ../nbs/85_guidance.ipynb #63230b0b
