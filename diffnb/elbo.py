@@ -9,7 +9,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 from torch import Tensor
 from .core import expand_to, check_int, check_choice, check_generator, document_params, _brief
-from .forward import NoiseSchedule
+from .forward import NoiseSchedule, _check_like
 
 # %% auto #0
 __all__ = ['VARIANCES', 'REVERSE_VARIANCES', 'DECODERS', 'q_posterior', 'normal_kl', 'discretized_gaussian_log_likelihood',
@@ -24,14 +24,7 @@ def _check_float(x: Tensor, name: str) -> Tensor:
 
 def _check_same(x: Tensor, ref: Tensor, name: str, ref_name: str) -> Tensor:
     "Check that `x` is a float tensor with the shape, dtype and device of `ref`: mixed dtypes are not promoted."
-    _check_float(x, name)
-    if x.shape != ref.shape:
-        raise ValueError(f"{name}: expected shape {tuple(ref.shape)} to match {ref_name}, got {tuple(x.shape)}")
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{name}: expected dtype {ref.dtype} to match {ref_name}, got {x.dtype}"
-                        " (mixed dtypes are not promoted)")
-    if x.device != ref.device:
-        raise ValueError(f"{name}: expected device {ref.device} to match {ref_name}, got {x.device}")
+    _check_float(x, name); _check_like(x, ref, name, ref_name)  # the forward chapter's check, shared
     return x
 
 # %% ../nbs/20_elbo.ipynb #5bce3691
