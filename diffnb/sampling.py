@@ -5,6 +5,7 @@
 # %% ../nbs/55_sampling.ipynb #bcb9e687
 from __future__ import annotations
 import copy, functools, math
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from collections.abc import Callable, Sequence
 import numpy as np
@@ -22,7 +23,7 @@ from .losses import _check_float, _check_like
 
 # %% auto #0
 __all__ = ['SPACINGS', 'DDPM_VARIANCES', 'spaced_timesteps', 'Sampler', 'dynamic_threshold', 'SamplerBase', 'DDPMSampler',
-           'pred_coefs', 'sample', 'Recorder']
+           'pred_coefs', 'sample', 'Recorder', 'SolverState', 'pred_row']
 
 # %% ../nbs/55_sampling.ipynb #207f894f
 SPACINGS = ('leading', 'trailing', 'linspace')
@@ -282,13 +283,16 @@ def sample(denoiser: Callable, # (xt, t, cond) -> pred, with t a (B,) long tenso
            cond: Any = None, # passed to the denoiser unchanged
            xT: Tensor | None = None, # the initial noise; drawn from `generator` if not given
            generator: torch.Generator | None = None, # draws xT and the noise of every step
-           callback: Callable | None = None, # called as callback(i, t, xt, x0_hat) at every step
+           callback: Callable | None = None, # called as callback(i, t, xt, x0_hat) once per step
            device: str | torch.device | None = None, # default: xT's device, the generator's, or `def_device()`
            progress: bool = False, # show a progress bar over the steps
           ) -> Tensor:
-    "Run `sampler` from noise x_T to x_0 with one `denoiser` call per step, and return the samples."
+    "Run `sampler` from noise x_T to x_0, one `denoiser` call per step unless it asks for more; return x_0."
     sampler, pred_type, learn_sigma = _setup(denoiser, sampler, pred_type, callback)
     xt = _initial_noise(shape, xT, generator, device)
+    if hasattr(sampler, 'start'):  # a stateful sampler: its own time grid, memory, extra model calls
+        args = (n_steps, pred_type, learn_sigma, _check_cond_rows(cond, len(xt)), generator, callback)
+        return _solve(denoiser, sampler, xt, *args, progress=progress)
     t_list, table = _plan(sampler, n_steps, pred_type)
     t_batch, cond = _t_rows(t_list, xt), _check_cond_rows(cond, len(xt))
     step_kw = (lambda v: {'model_var': v}) if getattr(sampler, 'needs_model_var', False) else (lambda v: {})
@@ -446,3 +450,68 @@ class Recorder:
 
     def __len__(self): return len(self.t)
     def __repr__(self): return f"Recorder(every={self.every}, kept {len(self)} steps)"
+
+# %% ../nbs/55_sampling.ipynb #e1f0a002
+@document_params
+@dataclass
+class SolverState:
+    "One run of a stateful sampler: its time grid, the step it is at, and what it keeps between steps."
+    t: list # the timestep each of the n grid points shows the denoiser, descending (ints, or floats between them)
+    alpha_bar: list # alpha_bar at each grid point and at the end point: n + 1 floats
+    i: int = 0 # the step about to be taken
+    history: list = field(default_factory=list) # what a multistep sampler keeps, e.g. earlier x0_hat
+    nfe: int = 0 # model calls made so far
+
+# %% ../nbs/55_sampling.ipynb #e1f0a004
+@document_params
+def pred_row(alpha_bar: float, # alpha_bar at the point, in [0, 1]
+             pred_type: str, # 'eps', 'x0' or 'v'
+            ) -> tuple[float, float, float, float]:
+    "`(a, b, c, d)` with eps = a x_t + b pred and x0 = c x_t + d pred at any alpha_bar, on the grid or between."
+    check_pred_type(pred_type)
+    alpha_bar = check_number(alpha_bar, 'alpha_bar')
+    if not 0 <= alpha_bar <= 1: raise ValueError(f"alpha_bar: expected a number in [0, 1], got {alpha_bar}")
+    s, r = alpha_bar ** 0.5, (1 - alpha_bar) ** 0.5  # sqrt(alpha_bar), sqrt(1 - alpha_bar)
+    if pred_type == 'v': return (r, s, s, -r)
+    if pred_type == 'eps' and s > 0: return (0.0, 1.0, 1 / s, -r / s)
+    if pred_type == 'x0' and r > 0: return (1 / r, -s / r, 0.0, 1.0)
+    raise ValueError(f"pred_type={pred_type!r} cannot give eps and x0 at alpha_bar={alpha_bar}")
+
+# %% ../nbs/55_sampling.ipynb #e1f0a008
+def _start(sampler: Sampler, n_steps: Any) -> SolverState:
+    "`sampler.start(n_steps)` after checking `n_steps`, and the state it returns."
+    T = sampler.schedule.n_steps
+    n_steps = T if n_steps is None else check_int(n_steps, 'n_steps')
+    if not 1 <= n_steps <= T: raise ValueError(f"n_steps: expected an int in [1, {T}], got {n_steps}")
+    state = sampler.start(n_steps)
+    if not isinstance(state, SolverState) or len(state.t) != n_steps or len(state.alpha_bar) != n_steps + 1:
+        raise ValueError(f"sampler.start({n_steps}): expected a SolverState with {n_steps} timesteps and "
+                         f"{n_steps + 1} alpha_bar values, got {state!r}")
+    return state
+
+# %% ../nbs/55_sampling.ipynb #e1f0a009
+def _model_fn(denoiser: Callable, state: SolverState, xt: Tensor, pred_type: str, learn_sigma: bool, cond: Any,
+              calls: list) -> Callable:
+    "`model(x, k) -> (eps, x0)`: the denoiser at grid point k, its prediction checked and converted."
+    rows = [pred_row(a, pred_type) for a in state.alpha_bar[:-1]]
+    integer = all(isinstance(t, int) for t in state.t)
+    t_all = torch.tensor(state.t, dtype=torch.long if integer else torch.float32, device=xt.device)
+    t_rows = t_all[:, None].repeat(1, xt.shape[0]).unbind(0)  # the (B,) t of each grid point
+    def model(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        pred, _ = _split(denoiser(x, t_rows[k], cond), x, learn_sigma, len(calls), state.t[k])
+        calls.append((torch.isfinite(pred).all(), state.t[k])); state.nfe += 1
+        return _eps_x0(rows[k], x, pred)
+    return model
+
+# %% ../nbs/55_sampling.ipynb #e1f0a00a
+def _solve(denoiser: Callable, sampler: Sampler, xt: Tensor, n_steps: Any, pred_type: str, learn_sigma: bool,
+           cond: Any, generator: torch.Generator | None, callback: Callable | None, progress: bool = False) -> Tensor:
+    "`sample`'s loop for a sampler with `start`: the state goes to every step, with `model` for further calls."
+    state, calls = _start(sampler, n_steps), []  # calls: (finite flag, t) of every model call
+    model = _model_fn(denoiser, state, xt, pred_type, learn_sigma, cond, calls)
+    pairs = list(zip(state.t, state.t[1:] + [-1]))
+    for i, (t, t_prev) in enumerate(tqdm(pairs, disable=not progress, leave=False)):
+        eps, x0 = model(xt, i)
+        if callback is not None: callback(i, t, xt, x0)
+        xt = sampler.step(xt, t, t_prev, eps, x0, generator, state=state, model=model)
+    return _check_finite(xt, [f for f, _ in calls], [t for _, t in calls])
