@@ -98,6 +98,13 @@ class DenoiserWrapper:
         self.denoiser = denoiser
     def __repr__(self): return f"{type(self).__name__}({type(self.denoiser).__name__})"
 
+def _check_xt(xt: Any) -> Tensor:
+    "`xt` if it is a float tensor (B, C, ...), else a TypeError or ValueError naming it."
+    if not isinstance(xt, Tensor) or not xt.is_floating_point():
+        raise TypeError(f"xt: expected a float tensor (B, C, ...), got {getattr(xt, 'dtype', type(xt).__name__)}")
+    if xt.ndim < 2: raise ValueError(f"xt: expected shape (B, C, ...), got {tuple(xt.shape)}")
+    return xt
+
 # %% ../nbs/85_guidance.ipynb #63230b0b
 @patch(as_prop=True)
 def pred_type(self: DenoiserWrapper) -> str: return getattr(self.denoiser, 'pred_type', 'eps')  # the model's
@@ -155,6 +162,7 @@ def __call__(self: CFGDenoiser,
              null_cond: Any = None, # this call's null condition or negative prompt; None: the wrapper's
             ) -> Tensor:
     "The guided prediction, shaped like the wrapped denoiser's."
+    xt = _check_xt(xt)
     if cond is None: raise ValueError("cond: guidance needs a condition, got None; call the denoiser itself instead")
     if self.scale == 1: return self.denoiser(xt, t, cond)
     B, both = len(xt), double_cond(cond, self.null_cond if null_cond is None else null_cond)
@@ -243,7 +251,7 @@ def __call__(self: CLIPGuidance,
             ) -> Tensor:
     "The steered prediction, shaped like the wrapped denoiser's and of its `pred_type`."
     if self.scale == 0: return self.denoiser(xt, t, cond)
-    C = xt.shape[1]
+    C = _check_xt(xt).shape[1]
     with torch.enable_grad():  # samplers run under no_grad
         x = xt.detach().requires_grad_(True)
         out = self.denoiser(x, t, cond)
@@ -276,54 +284,54 @@ def _foreground(diff: Tensor) -> tuple[Tensor, Tensor]:
 def _colour(diff: Tensor, mask: Tensor, background: Tensor) -> Tensor:
     "The palette colour (B,) whose blend line from the background passes nearest the mean foreground colour."
     mean = (diff * mask[:, None]).flatten(2).sum(-1) / mask.flatten(1).sum(1).clamp(min=1)[:, None]  # (B, 3)
-    line = PALETTE.to(diff)[None] - background[:, None]  # (B, 6, 3): c_k - b
+    line = PALETTE[None] - background[:, None]  # (B, 6, 3): c_k - b
     lam = ((mean[:, None] * line).sum(-1) / (line * line).sum(-1).clamp(min=1e-8)).clamp(0.5, 1)  # (B, 6)
     return (lam[..., None] * line - mean[:, None]).norm(dim=-1).argmin(1)
 
 def _coverage(diff: Tensor, mask: Tensor, line: Tensor) -> Tensor:
     "Each pixel's share (B, H, W) of the shape's colour, near the foreground only."
     share = ((diff * line[:, :, None, None]).sum(1) / (line * line).sum(1)[:, None, None].clamp(min=1e-8)).clamp(0, 1)
-    return share * F.max_pool2d(mask[:, None].to(diff), 3, 1, 1)[:, 0]  # the foreground and its 1-pixel rim
+    return share * F.max_pool2d(mask[:, None].float(), 3, 1, 1)[:, 0]  # the foreground and its 1-pixel rim
 
 # %% ../nbs/85_guidance.ipynb #99d912f3
 def _centroid_area(coverage: Tensor) -> tuple[Tensor, Tensor]:
     "The centroid (B, 2) as (x, y) in [-1, 1], y down, and the area (B,) in those units, of a coverage map."
     size = coverage.shape[-1]
-    u = ((torch.arange(size) + 0.5) * (2 / size) - 1).to(coverage)  # pixel centres
+    u = (torch.arange(size) + 0.5) * (2 / size) - 1  # pixel centres
     mass = coverage.flatten(1).sum(1).clamp(min=1e-8)
     x, y = (coverage * u).flatten(1).sum(1) / mass, (coverage * u[:, None]).flatten(1).sum(1) / mass
     return torch.stack([x, y], 1), mass * (2 / size) ** 2
 
 def _best_shape(coverage: Tensor, centre: Tensor, area: Tensor) -> tuple[Tensor, Tensor]:
     "The shape (B,) whose ideal drawing of the same centroid and area overlaps the coverage best, and its radius (B,)."
-    B, size, zeros = len(coverage), coverage.shape[-1], torch.zeros(len(coverage), dtype=torch.long)
-    radius = (area.cpu().float()[:, None] / _AREA_PER_R2).sqrt()  # (B, 3): the radius each shape would need
+    # on the CPU, in float32, like shape_masks
+    zeros = torch.zeros(len(coverage), dtype=torch.long)
+    radius = (area[:, None] / _AREA_PER_R2).sqrt()  # (B, 3): the radius each shape would need
     iou = []
     for k in range(len(SHAPES)):
-        ideal = shape_masks(ShapeAttrs(zeros + k, zeros, zeros, zeros, centre.cpu().float(), radius[:, k]), size)
-        ideal = ideal.to(coverage)
+        ideal = shape_masks(ShapeAttrs(zeros + k, zeros, zeros, zeros, centre, radius[:, k]), coverage.shape[-1])
         iou.append(torch.minimum(coverage, ideal).flatten(1).sum(1) / torch.maximum(coverage, ideal).flatten(1).sum(1))
     shape = torch.stack(iou, 1).argmax(1)
-    return shape, radius.to(coverage.device).gather(1, shape[:, None].cpu().to(coverage.device))[:, 0]
+    return shape, radius.gather(1, shape[:, None])[:, 0]
 
 # %% ../nbs/85_guidance.ipynb #1c16c838
 @document_params
 def read_shapes(images: Tensor, # (B, 3, H, W) in [-1, 1], square: one captioned shape each, as `make_shapes` draws
-               ) -> dict[str, Tensor]:
+               ) -> dict[str, Tensor]: # per attribute, (B,) indices on the CPU; -1 for a blank image
     "Each image's shape, colour, position and size read off its pixels: indices into SHAPES, COLOURS, POSITIONS, SIZES."
     check_images(images, 'images')
     if images.shape[1] != 3 or images.shape[2] != images.shape[3] or images.shape[2] < 4:
         raise ValueError(f"images: expected square RGB images (B, 3, H, H) with H >= 4, got {tuple(images.shape)}")
     if not torch.isfinite(images).all(): raise ValueError("images: expected finite values, got NaN or inf")
-    x = images.detach().float().clamp(-1, 1)
+    x = images.detach().float().cpu().clamp(-1, 1)  # a scoring tool: the CPU is fast enough
     background = _background(x)
     diff = x - background[:, :, None, None]
     mask, blank = _foreground(diff)
     colour = _colour(diff, mask, background)
-    coverage = _coverage(diff, mask, PALETTE.to(x)[colour] - background)
+    coverage = _coverage(diff, mask, PALETTE[colour] - background)
     centre, area = _centroid_area(coverage)
     shape, radius = _best_shape(coverage, centre, area)
-    col, row = ((centre[:, :, None] - torch.tensor([-0.5, 0., 0.5]).to(x)).abs().argmin(-1)).unbind(1)
+    col, row = (centre[:, :, None] - torch.tensor([-0.5, 0., 0.5])).abs().argmin(-1).unbind(1)  # the 3 x 3 grid
     read = dict(shape=shape, colour=colour, position=3 * row + col, size=(radius > _SIZE_SPLIT).long())
     return {k: torch.where(blank, -1, v) for k, v in read.items()}
 
@@ -371,7 +379,7 @@ def attribute_accuracy(images: Tensor, # (B, 3, H, W) in [-1, 1], one shape each
     "The share of images right on each attribute that was asked for, and on all of them ('all'); NaN where none was."
     read, want = read_shapes(images), _targets(targets, len(images))
     asked = {k: want[k] >= 0 for k in _ATTRS}
-    right = {k: (read[k].cpu() == want[k]) | ~asked[k] for k in _ATTRS}
+    right = {k: (read[k] == want[k]) | ~asked[k] for k in _ATTRS}
     share = lambda ok, rows: ok[rows].float().mean().item() if rows.any() else float('nan')
     out = {k: share(right[k], asked[k]) for k in _ATTRS}
     out['all'] = share(torch.stack(list(right.values())).all(0), torch.stack(list(asked.values())).any(0))
