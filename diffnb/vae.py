@@ -128,7 +128,13 @@ class VAE(nn.Module, PyTorchModelHubMixin):
     def __repr__(self): return (f"VAE(in_channels={self.in_channels}, latent_channels={self.latent_channels}, "
                                 f"factor={self.factor}, scaling_factor={self.scaling_factor:.4g})")
 
-# %% ../nbs/70_vae.ipynb #b25983cf
+# %% ../nbs/70_vae.ipynb #d7495295
+@patch(cls_method=True)
+def _from_pretrained(cls: VAE, *, strict: bool = True, **kwargs) -> VAE:
+    "The mixin's loader, strict by default and without its console message."
+    with contextlib.redirect_stdout(io.StringIO()): return super(VAE, cls)._from_pretrained(strict=strict, **kwargs)
+
+# %% ../nbs/70_vae.ipynb #a64bace1
 def check_codec_images(images: Any, # what was passed as images
                        channels: int, # the codec's image channels
                        factor: int, # its downsampling factor f
@@ -152,7 +158,7 @@ def check_latents(latents: Any, # what was passed as latents
         raise ValueError(f"latents: expected shape (B, {channels}, h, w), got {tuple(latents.shape)}")
     return latents
 
-# %% ../nbs/70_vae.ipynb #4dc5cbba
+# %% ../nbs/70_vae.ipynb #8101d604
 @patch
 @document_params
 def posterior(self: VAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1], H and W divisible by `factor`
@@ -177,7 +183,7 @@ def decode(self: VAE, latents: Tensor, # (B, latent_channels, h, w), scaled as `
     "Images (B, in_channels, f h, f w), roughly in [-1, 1] (not clamped)."
     return self.decoder(check_latents(latents, self.latent_channels) / self.scaling_factor)
 
-# %% ../nbs/70_vae.ipynb #1a058be2
+# %% ../nbs/70_vae.ipynb #e2f3023a
 @patch
 @document_params
 def forward(self: VAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1]
@@ -198,7 +204,7 @@ def negative_elbo(images: Tensor, # x, (B, ...)
     "Per image (B,): ||x - D(z)||^2 summed over pixels + kl_weight * KL(q(z|x) || N(0, I)) (AEVB eq. 3, beta-weighted)."
     return (recon - images).pow(2).flatten(1).sum(1) + kl_weight * posterior.kl()
 
-# %% ../nbs/70_vae.ipynb #3184867f
+# %% ../nbs/70_vae.ipynb #0499bb63
 class VAETrainer(Trainer):
     "`Trainer` with the VAE's negative ELBO as the loss: the same accelerate setup, EMA, checkpoints and resume."
     def __init__(self, vae: VAE, # the model to train
@@ -226,7 +232,7 @@ class VAETrainer(Trainer):
         "The negative ELBO of each image (`eps` is the reparameterisation noise)."
         return negative_elbo(z, *self.denoiser(z, eps), kl_weight=self.kl_weight), None
 
-# %% ../nbs/70_vae.ipynb #3029937f
+# %% ../nbs/70_vae.ipynb #5886ad46
 @document_params
 def train_vae(vae: VAE, # the model to train (in place)
               data: Tensor | tuple | Dataset, # images (N, C, H, W) in [-1, 1], (images, labels) or a Dataset
@@ -241,7 +247,7 @@ def train_vae(vae: VAE, # the model to train (in place)
     trainer = VAETrainer(vae, data, config, kl_weight=kl_weight, callbacks=callbacks, progress=progress)
     return trainer.fit(resume)
 
-# %% ../nbs/70_vae.ipynb #5b3cb192
+# %% ../nbs/70_vae.ipynb #31fdf1e9
 @document_params
 def psnr(x: Tensor, # images (B, ...)
          y: Tensor, # reference images, the shape of `x`
@@ -254,7 +260,7 @@ def psnr(x: Tensor, # images (B, ...)
     mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(check_number(data_range, 'data_range') ** 2 / mse)
 
-# %% ../nbs/70_vae.ipynb #f883c3c0
+# %% ../nbs/70_vae.ipynb #eeb1a05b
 @document_params
 def plot_latents(images: Tensor, # (n, C, H, W) in [-1, 1]
                  latents: Tensor, # (n, c, h, w), their latents
@@ -273,7 +279,7 @@ def plot_latents(images: Tensor, # (n, C, H, W) in [-1, 1]
     fig.tight_layout()
     return fig
 
-# %% ../nbs/70_vae.ipynb #585d4c28
+# %% ../nbs/70_vae.ipynb #b265988d
 @document_params
 @torch.no_grad()
 def measure_scale(codec: Any, # a `LatentCodec`
@@ -296,7 +302,7 @@ def set_scaling_factor(vae: VAE, # the VAE
     if getattr(vae, '_hub_mixin_config', None) is not None: vae._hub_mixin_config['scaling_factor'] = value
     return vae
 
-# %% ../nbs/70_vae.ipynb #d509e40e
+# %% ../nbs/70_vae.ipynb #3d335d20
 @runtime_checkable
 class LatentCodec(Codec, Protocol):
     "A `Codec` with a posterior sample on request and the attributes that give the latents' shape."
@@ -317,7 +323,7 @@ def latent_shape(codec: LatentCodec, # the codec
         raise ValueError(f"image_shape: expected H and W divisible by the factor f = {codec.factor}, got {H}x{W}")
     return (*b, codec.latent_channels, H // codec.factor, W // codec.factor)
 
-# %% ../nbs/70_vae.ipynb #659c765d
+# %% ../nbs/70_vae.ipynb #a112bac7
 class PixelCodec(IdentityCodec):
     "Pixel space as a `LatentCodec`: the identity, with factor 1 and scaling factor 1."
     def __init__(self, channels: int = 3): # image channels
@@ -331,7 +337,7 @@ class PixelCodec(IdentityCodec):
         return check_latents(latents, self.latent_channels)
     def __repr__(self): return f"PixelCodec(channels={self.latent_channels})"
 
-# %% ../nbs/70_vae.ipynb #3d8b2288
+# %% ../nbs/70_vae.ipynb #843e90be
 class DiffusersVAE(nn.Module):
     "diffusers' `AutoencoderKL` as a `LatentCodec`: latents = (z - shift_factor) * scaling_factor."
     def __init__(self, vae: nn.Module, # a diffusers AutoencoderKL
@@ -350,7 +356,7 @@ class DiffusersVAE(nn.Module):
     def __repr__(self): return (f"DiffusersVAE(latent_channels={self.latent_channels}, factor={self.factor}, "
                                 f"scaling_factor={self.scaling_factor}, dtype={self.vae.dtype})")
 
-# %% ../nbs/70_vae.ipynb #2e63ef81
+# %% ../nbs/70_vae.ipynb #a6d58773
 @patch
 @document_params
 def encode(self: DiffusersVAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1]
@@ -381,7 +387,7 @@ def from_pretrained(cls: DiffusersVAE, repo_or_folder: str, # a Hub id, e.g. 'st
     from diffusers import AutoencoderKL
     return cls(AutoencoderKL.from_pretrained(repo_or_folder, subfolder=subfolder, **kwargs).eval(), scaling_factor)
 
-# %% ../nbs/70_vae.ipynb #8fcc4868
+# %% ../nbs/70_vae.ipynb #d453f33f
 def _codec_device(codec: Any) -> torch.device:
     "The device of the codec's weights (the CPU for a codec without any)."
     p = next(iter(codec.parameters()), None) if isinstance(codec, nn.Module) else None
