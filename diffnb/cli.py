@@ -783,7 +783,7 @@ def t2i_config(args: argparse.Namespace, # parsed `train-t2i` arguments
 
 def _train_t2i_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--out', default='diffnb-t2i', help='the pipeline folder to write')
-    p.add_argument('--steps', type=int_at_least(1), help="UNet training steps (default: the recipe's, 3000)")
+    p.add_argument('--steps', type=int_at_least(1), help="UNet training steps (default: the recipe's, 2000)")
     p.add_argument('--n-images', type=int_at_least(16), help="training shapes (default: the recipe's, 20000)")
     p.add_argument('--guidance', type=float_in(0), help="the guidance scale to measure (default: the recipe's, 4)")
     p.add_argument('--n-eval', type=int_at_least(1), default=pick(test=4, cpu=96, full=96),
