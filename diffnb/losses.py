@@ -253,7 +253,7 @@ def drop_cond(cond: Tensor | list | tuple | None, # a batch's conditioning: (B, 
     drop = torch.rand(len(cond), generator=generator, device=dev) < p_uncond
     if not isinstance(cond, Tensor): return [null_cond if d else c for c, d in zip(cond, drop.tolist())], drop
     drop = drop.to(cond.device)
-    if null_cond is None and not drop.any(): return cond, drop  # nothing replaced: no null needed
+    if null_cond is None and p_uncond == 0: return cond, drop  # nothing is ever replaced: no null needed
     return torch.where(expand_to(drop, cond), _null_like(cond, null_cond), cond), drop
 
 # %% ../nbs/21_losses.ipynb #9a0026ae
