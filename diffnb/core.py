@@ -15,10 +15,10 @@ from PIL import Image
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 'check_number', 'check_choice', 'test_raises',
-           'test_lt', 'test_le', 'check_device', 'def_device', 'make_generator', 'check_generator', 'seed_everything',
-           'expand_to', 'check_images', 'to_pil', 'from_pil', 'show_images', 'slider_explorer', 'cache_dir', 'in_test',
-           'size_mode', 'pick']
+__all__ = ['Generators', 'SIZE_MODES', 'document_params', 'undocumented_params', 'check_int', 'check_number', 'check_choice',
+           'test_raises', 'test_lt', 'test_le', 'check_device', 'def_device', 'make_generator', 'check_generator',
+           'seed_everything', 'check_generators', 'randn_rows', 'expand_to', 'check_images', 'to_pil', 'from_pil',
+           'show_images', 'slider_explorer', 'cache_dir', 'in_test', 'size_mode', 'pick']
 
 # %% ../nbs/00_core.ipynb #ad104501
 def _param_entry(name: str, d: dict) -> list[str]:
@@ -202,6 +202,33 @@ def seed_everything(seed: int, # seed for Python, NumPy and torch's global gener
     seed = check_int(seed, 'seed', 0)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return make_generator(seed)
+
+# %% ../nbs/00_core.ipynb #6da83b14
+Generators = torch.Generator | Sequence[torch.Generator] | None  # one generator, one per row, or none
+
+@document_params
+def check_generators(generator: Any, # None, a `torch.Generator`, or a list or tuple of them: one per row
+                     n: int | None = None, # how many rows a list must cover; None: any number
+                     name: str = 'generator', # the argument's name, for the message
+                    ) -> Generators:
+    "`generator` after its checks: None, one generator, or a list of `n` generators (row k draws from the k-th)."
+    if not isinstance(generator, (list, tuple)): return check_generator(generator, name)
+    gens = [check_generator(g, f'{name}[{k}]') for k, g in enumerate(generator)]
+    if not gens or None in gens or (n is not None and len(gens) != n):
+        raise ValueError(f"{name}: expected one generator per row, {n}, got {len(gens)} (or None in the list)")
+    return gens
+
+@document_params
+def randn_rows(shape: Sequence[int], # (B, ...)
+               generator: Generators = None, # one generator for all rows, or B generators: row k from the k-th
+               device: str | torch.device | None = None, # where the noise goes; default the generator's device
+               dtype: torch.dtype = torch.float32, # the noise's dtype
+              ) -> Tensor:
+    "Standard normal noise of `shape`; with a list of generators row k is drawn from the k-th alone, as diffusers does."
+    gens = check_generators(generator, shape[0])
+    if not isinstance(gens, list): return torch.randn(tuple(shape), generator=gens, device=device, dtype=dtype)
+    draw = lambda g: torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype)
+    return torch.cat([draw(g) for g in gens]).to(device or gens[0].device)
 
 # %% ../nbs/00_core.ipynb #e7f0b88d
 @document_params

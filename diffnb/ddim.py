@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
-from .core import check_generator, check_number, document_params
+from .core import check_generator, check_number, document_params, randn_rows
 from .forward import NoiseSchedule
 from .losses import check_pred_type, eps_x0_from_pred
 from .sampling import SamplerBase
@@ -108,7 +108,7 @@ def coefs(self: DDIMSampler,
 def _noise(self: DDIMSampler, xt: Tensor, generator, noise) -> Tensor:
     "Standard normal noise shaped like `xt`: `noise` after checking it, else drawn from `generator`."
     if noise is None:
-        return torch.randn(xt.shape, generator=check_generator(generator), device=xt.device, dtype=xt.dtype)
+        return randn_rows(xt.shape, generator, xt.device, xt.dtype)
     _check_tensor(noise, 'noise')
     if noise.shape != xt.shape:
         raise ValueError(f"noise: expected shape {tuple(xt.shape)} to match xt, got {tuple(noise.shape)}")

@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 from tqdm.auto import tqdm
 from .core import def_device, document_params, check_int, check_number, check_generator, check_device
-from .core import check_choice
+from .core import Generators, check_choice, check_generators, randn_rows
 from .forward import NoiseSchedule
 from .elbo import learned_log_variance
 from .losses import check_pred_type, eps_x0_from_pred, undefined_timesteps
@@ -157,7 +157,7 @@ def check_step(self: SamplerBase,
     for name, v in (('eps', eps), ('x0', x0), *tensors.items()):
         if v is not None and (not isinstance(v, Tensor) or v.shape != xt.shape or v.dtype != xt.dtype):
             _check_like(v, name, xt, 'xt')
-    if generator is not None: check_generator(generator)
+    if generator is not None: check_generators(generator, len(xt))
 
 # %% ../nbs/55_sampling.ipynb #d0b2e016
 def _check_t_pair(t: Any, t_prev: Any, n_steps: int) -> tuple[int, int]:
@@ -245,6 +245,7 @@ def step(self: DDPMSampler,
     x0 = self.bound_x0(x0)
     if sigma == 0.0: return xt.mul(coef_xt).add_(x0, alpha=coef_x0)  # the posterior mean mu_tilde
     if self.needs_model_var: sigma = self.learned_sigma(t, t_prev, model_var)
+    if isinstance(generator, list): noise = randn_rows(xt.shape, generator, xt.device, xt.dtype)  # row by row
     if noise is not None: return (noise * sigma).add_(xt, alpha=coef_xt).add_(x0, alpha=coef_x0)
     out = torch.empty(xt.shape, dtype=xt.dtype, device=xt.device)  # logical order, as torch.randn, for any layout
     if isinstance(sigma, float): out.normal_(0.0, sigma, generator=generator)  # sigma z in one kernel
@@ -282,7 +283,7 @@ def sample(denoiser: Callable, # (xt, t, cond) -> pred, with t a (B,) long tenso
            pred_type: str | None = None, # 'eps', 'x0' or 'v'; default `denoiser.pred_type`, else 'eps'
            cond: Any = None, # passed to the denoiser unchanged
            xT: Tensor | None = None, # the initial noise; drawn from `generator` if not given
-           generator: torch.Generator | None = None, # draws xT and the noise of every step
+           generator: Generators = None, # draws xT and every step's noise; a list: row k from the k-th
            callback: Callable | None = None, # called as callback(i, t, xt, x0_hat) once per step
            device: str | torch.device | None = None, # default: xT's device, the generator's, or `def_device()`
            progress: bool = False, # show a progress bar over the steps
@@ -338,14 +339,15 @@ def _learn_sigma(denoiser: Callable, sampler: Sampler) -> bool:
 # %% ../nbs/55_sampling.ipynb #2a25318b
 def _initial_noise(shape: Any, xT: Any, generator: Any, device: Any) -> Tensor:
     "x_T: `xT` after its checks, or standard normal noise of `shape` drawn from `generator` on `device`."
-    shape, generator = _check_shape(shape), check_generator(generator)
+    shape, generators = _check_shape(shape), check_generators(generator)
+    generator = generators[0] if isinstance(generators, list) else generators  # the first row's: its device
     device = None if device is None else check_device(device)
     if xT is not None: return _check_xT(xT, shape, device, generator)
     device = device or (generator.device if generator is not None else def_device())
     if generator is not None and generator.device.type != device.type:
         raise ValueError(f"generator is on {generator.device} but samples are on {device}; "
                          f"use make_generator(seed, device={str(device)!r})")
-    return torch.randn(shape, generator=generator, device=device)
+    return randn_rows(shape, generators, device)
 
 # %% ../nbs/55_sampling.ipynb #d0b2e019
 def _check_shape(shape: Any) -> tuple[int, ...]:

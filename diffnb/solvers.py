@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from fastcore.basics import patch
 from fastcore.meta import delegates
-from .core import document_params, check_int, check_number, check_choice
+from .core import document_params, check_int, check_number, check_choice, randn_rows
 from .forward import NoiseSchedule
 from .sampling import SamplerBase, SolverState, DDPMSampler, spaced_timesteps
 from .ddim import DDIMSampler
@@ -204,7 +204,7 @@ def step(self: EulerSampler,
 def _noise(self: SolverBase, xt: Tensor, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
     "`noise` (already checked like `xt`), else standard normal noise drawn from `generator` in `xt`'s dtype."
     if noise is not None: return noise
-    return torch.randn(xt.shape, generator=generator, device=xt.device, dtype=xt.dtype)
+    return randn_rows(xt.shape, generator, xt.device, xt.dtype)
 
 @document_params
 @delegates()
