@@ -496,11 +496,11 @@ def prune_checkpoints(out_dir: str | Path, # a run's folder
 @document_params
 def resolve_mixed_precision(mp: str, # one of `MIXED_PRECISIONS`
                            ) -> str:
-    "'auto' becomes 'bf16' on CUDA GPUs that support it, 'fp16' on other CUDA GPUs, and 'no' elsewhere."
+    "'auto' becomes 'bf16' on CUDA GPUs with native bf16 (Ampere on), 'fp16' on older ones, and 'no' elsewhere."
     check_choice(mp, 'mixed_precision', MIXED_PRECISIONS)
     if mp != 'auto': return mp
     if not torch.cuda.is_available(): return 'no'
-    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    return 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'  # a T4 only emulates bf16
 
 @document_params
 def make_accelerator(config: TrainConfig, # the run
