@@ -4,7 +4,7 @@
 
 # %% ../nbs/95_cli.ipynb #76e8a425
 from __future__ import annotations
-import argparse, contextlib, dataclasses, json, math, os, sys, tempfile, time
+import argparse, contextlib, dataclasses, json, math, os, re, sys, tempfile, time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +25,14 @@ from .ddim import DDIMSampler
 from .guidance import CFGDenoiser
 
 # %% auto #0
-__all__ = ['Runner', 'COMMANDS', 'MODEL_INFO', 'SAMPLERS', 'NATIVE_SIZE', 'SCORED', 'DEMO_TEST', 'DATASETS', 'DEFAULT_CONFIG',
-           'command', 'UsageError', 'make_parser', 'main', 'int_at_least', 'float_in', 'default_threads',
-           'add_common_args', 'setup_run', 'is_main_process', 'show_progress', 'say', 'accelerate_on', 'cpu_has_bf16',
-           'precision', 'sample_grid', 'save_samples', 'load_samples', 'save_model', 'read_info', 'load_model',
-           'make_sampler', 'generate', 'real_images', 'evaluate', 'elbo_terms', 'bits_per_dim', 'format_metrics',
-           'DemoConfig', 'demo_config', 'out_folder', 'timed', 'demo_targets', 'training_data', 'unet_config',
-           'add_sampling_args', 'sample_labels', 'schedule_of', 'draw_from', 't2i_config']
+__all__ = ['Runner', 'COMMANDS', 'MODEL_INFO', 'HUB_ID', 'SAMPLERS', 'NATIVE_SIZE', 'SCORED', 'DEMO_TEST', 'DATASETS',
+           'DEFAULT_CONFIG', 'command', 'UsageError', 'make_parser', 'main', 'int_at_least', 'float_in',
+           'default_threads', 'add_common_args', 'setup_run', 'is_main_process', 'show_progress', 'say',
+           'accelerate_on', 'cpu_has_bf16', 'precision', 'sample_grid', 'save_samples', 'load_samples', 'save_model',
+           'read_info', 'model_folder', 'load_model', 'make_sampler', 'generate', 'real_images', 'evaluate',
+           'elbo_terms', 'bits_per_dim', 'format_metrics', 'DemoConfig', 'demo_config', 'out_folder', 'timed',
+           'demo_targets', 'training_data', 'unet_config', 'add_sampling_args', 'sample_labels', 'schedule_of',
+           'draw_from', 't2i_config']
 
 # %% ../nbs/95_cli.ipynb #6ed3f13c
 Runner = Callable[[argparse.Namespace], int | None]  # a subcommand: parsed arguments -> exit status
@@ -262,14 +263,29 @@ def read_info(path: Path, # a diffnb.json, which may be missing
     info = json.loads(path.read_text()) if path.is_file() else {}
     return {'schedule': 'cosine', 'dataset': None, 'guidance': 1.0, **info}
 
+# %% ../nbs/95_cli.ipynb #a2b7993f
+HUB_ID = re.compile(r'[\w.-]+/[\w.-]+')  # 'user/name': a Hugging Face Hub repository
+
+@document_params
+def model_folder(path: str | Path, # a local folder, or the id of a Hub repository that holds one, e.g. 'user/name'
+                ) -> Path:
+    "`path` itself if it exists here or is no Hub id; else the local copy of that Hub repository, fetched if needed."
+    p = Path(path)
+    if p.exists() or not HUB_ID.fullmatch(str(path)): return p
+    from huggingface_hub import snapshot_download
+    try: return Path(snapshot_download(str(path)))
+    except Exception as e:
+        raise UsageError(f"{path}: no such model folder, nor a Hub repository that could be fetched "
+                         f"({type(e).__name__})") from e
+
 # %% ../nbs/95_cli.ipynb #c107a43b
 @document_params
-def load_model(path: str | Path, # a model folder, a run folder with model/, or a checkpoint RUN/checkpoints/step_N
+def load_model(path: str | Path, # a model folder, a run folder with model/, a checkpoint, or a Hub id (`model_folder`)
                device: str | torch.device = 'cpu', # where to put the model
               ) -> tuple[nn.Module, dict]:
     "(the `UNet` in eval mode, its `diffnb.json` info) from any folder `diffnb` writes."
     from diffnb.unet import UNet
-    p = Path(path)
+    p = model_folder(path)
     if not p.is_dir(): raise UsageError(f"{p}: no such model folder")
     if (p / 'model' / 'config.json').is_file(): p = p / 'model'
     if (p / 'config.json').is_file(): return UNet.from_pretrained(p).to(device).eval(), read_info(p / MODEL_INFO)
@@ -719,7 +735,8 @@ def draw_from(args: argparse.Namespace, # sampling arguments (`add_sampling_args
 
 # %% ../nbs/95_cli.ipynb #fdaa0bb1
 def _sample_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--model', required=True, help='a model folder, a run folder (demo or train) or a checkpoint')
+    p.add_argument('--model', required=True,
+                   help='a model folder, a run folder (demo or train), a checkpoint, or a Hub id user/name')
     add_sampling_args(p, n=100)
     p.add_argument('--out', default='diffnb-samples', help='the folder for samples.png and samples.safetensors')
     add_common_args(p)
@@ -739,7 +756,7 @@ command('sample', 'sample a trained model (DDIM or DDPM, classifier-free guidanc
 
 # %% ../nbs/95_cli.ipynb #17d3ecc6
 def _eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument('path', help='a samples .safetensors file, or a model folder, run folder or checkpoint')
+    p.add_argument('path', help='a samples .safetensors file, or a model folder, run folder, checkpoint or Hub id')
     p.add_argument('--dataset', choices=SCORED, help='the data set to compare with (default: stored with the input)')
     p.add_argument('--n-t', type=int_at_least(0), default=16,
                    help='random timesteps per test image for bits/dim, after the first 10 (0: skip bits/dim)')
@@ -748,7 +765,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     add_common_args(p)
 
 def _run_eval(args: argparse.Namespace) -> int:
-    device, path, start = setup_run(args), Path(args.path), time.perf_counter()
+    device, path, start = setup_run(args), model_folder(args.path), time.perf_counter()
     if not path.exists(): raise UsageError(f"path: {path} does not exist")
     if path.is_file(): images, labels, meta = load_samples(path)
     else:
