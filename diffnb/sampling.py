@@ -152,11 +152,13 @@ def check_step(self: SamplerBase,
                generator: torch.Generator | None = None, # the step's generator, if any
                **tensors: Tensor | None, # more inputs shaped like `xt`, such as `noise`; None is skipped
               ) -> None:
-    "Raise unless `eps`, `x0` and `tensors` are tensors of exactly `xt`'s shape and float dtype (no broadcasting)."
+    "Raise unless `eps`, `x0` and `tensors` are tensors of exactly `xt`'s shape, float dtype and device."
     if not isinstance(xt, Tensor) or not xt.is_floating_point(): _check_float(xt, 'xt')
     for name, v in (('eps', eps), ('x0', x0), *tensors.items()):
         if v is not None and (not isinstance(v, Tensor) or v.shape != xt.shape or v.dtype != xt.dtype):
             _check_like(v, name, xt, 'xt')
+        if v is not None and v.device != xt.device:
+            raise ValueError(f"{name}: expected device {xt.device} to match xt, got {v.device}")
     if generator is not None: check_generators(generator, len(xt))
 
 # %% ../nbs/55_sampling.ipynb #d0b2e016

@@ -30,7 +30,7 @@ def sigma_from_alpha_bar(alpha_bar: Tensor | float, # alpha_bar in [0, 1]; exact
     "The noise-to-signal ratio sigma = sqrt((1 - alpha_bar) / alpha_bar): x_t / sqrt(alpha_bar) = x0 + sigma eps."
     if isinstance(alpha_bar, Tensor):
         if not alpha_bar.is_floating_point(): raise TypeError(f"alpha_bar: expected floats, got {alpha_bar.dtype}")
-        if ((alpha_bar < 0) | (alpha_bar > 1)).any(): raise ValueError("alpha_bar: expected values in [0, 1]")
+        if not ((alpha_bar >= 0) & (alpha_bar <= 1)).all(): raise ValueError("alpha_bar: expected values in [0, 1]")
         a = torch.where(alpha_bar == 0, ZERO_SNR_ALPHA_BAR, alpha_bar)
         return ((1 - a) / a).sqrt()
     a = check_number(alpha_bar, 'alpha_bar')
@@ -44,7 +44,7 @@ def alpha_bar_from_sigma(sigma: Tensor | float, # sigma >= 0
                         ) -> Tensor | float:
     "alpha_bar = 1 / (1 + sigma^2), the inverse of `sigma_from_alpha_bar`."
     if not isinstance(sigma, Tensor): sigma = check_number(sigma, 'sigma')
-    if (sigma < 0).any() if isinstance(sigma, Tensor) else sigma < 0:
+    if not ((sigma >= 0).all() if isinstance(sigma, Tensor) else sigma >= 0):  # NaN fails too
         raise ValueError(f"sigma: expected values >= 0, got {sigma}")
     return 1 / (1 + sigma ** 2)
 
@@ -66,11 +66,23 @@ def karras_sigmas(n: int, # how many noise levels
     return (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 # %% ../nbs/62_solvers.ipynb #a6200016
+def _check_sigmas(sigma: Tensor, sigma_table: Tensor):
+    "`timestep_from_sigma`'s inputs: float tensors, sigma >= 0, and a table of at least 2 values, rising."
+    for name, v in (('sigma', sigma), ('sigma_table', sigma_table)):
+        if not isinstance(v, Tensor) or not v.is_floating_point():
+            raise TypeError(f"{name}: expected a float tensor, got {getattr(v, 'dtype', type(v).__name__)}")
+    if not (sigma >= 0).all(): raise ValueError("sigma: expected noise levels >= 0 (no NaN)")
+    ok = sigma_table.ndim == 1 and len(sigma_table) >= 2 and bool(sigma_table.isfinite().all())
+    if not ok or sigma_table[0] >= sigma_table[-1]:  # zero terminal SNR may dip at t = T - 1 (see `SolverBase`)
+        raise ValueError(f"sigma_table: expected >= 2 finite values (T,) rising from t = 0 to T - 1, got shape "
+                         f"{tuple(sigma_table.shape)}")
+
 @document_params
 def timestep_from_sigma(sigma: Tensor, # noise levels (n,)
                         sigma_table: Tensor, # the schedule's sigma at t = 0..T-1, increasing
                        ) -> Tensor:
     "The fractional t at which log sigma, interpolated linearly between the table's timesteps, equals `sigma`."
+    _check_sigmas(sigma, sigma_table)
     log_table, log_sigma = sigma_table.double().log(), sigma.double().clamp(min=1e-10).log()
     low = (torch.searchsorted(log_table, log_sigma, right=True) - 1).clamp(0, len(log_table) - 2)
     w = ((log_table[low] - log_sigma) / (log_table[low] - log_table[low + 1])).clamp(0, 1)
@@ -117,6 +129,7 @@ def sigmas(self: SolverBase,
     n, T = check_int(n, 'n', 1), self.schedule.n_steps
     if n > T: raise ValueError(f"n: expected an int in [1, {T}], got {n}")
     if self.karras:
+        if T < 2: raise ValueError("karras: Karras spacing needs a schedule of at least 2 steps, got 1")
         sigma = karras_sigmas(n, self.sigma_table[0].item(), self.sigma_table[-1].item())
         t = timestep_from_sigma(sigma, self.sigma_table)
     else:
@@ -285,7 +298,9 @@ def spaced_t(self: DPMSolverPP2MSampler, n: int) -> np.ndarray:
     T = self.schedule.n_steps
     if self.spacing == 'trailing': return spaced_timesteps(T, n, 'trailing').numpy().astype(np.float64)
     if self.spacing == 'linspace': return np.linspace(0, T - 1, n + 1).round()[::-1][:-1].copy()
-    return (np.arange(n + 1) * (T // (n + 1))).round()[::-1][:-1].astype(np.float64) + self.steps_offset
+    t = (np.arange(n + 1) * (T // (n + 1))).round()[::-1][:-1].astype(np.float64) + self.steps_offset
+    if t.min() < 0 or t.max() > T - 1: raise ValueError(f"steps_offset={self.steps_offset} puts t outside [0, {T - 1}]")
+    return t
 
 # %% ../nbs/62_solvers.ipynb #a6200039
 @patch
