@@ -11,12 +11,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from .core import check_generator, check_int, document_params, make_generator
+from .core import check_generator, check_images, check_int, document_params, make_generator
 from .forward import NoiseSchedule
 from .sampling import sample
 from .ddim import DDIMSampler, ddim_invert
 from .train import Trainer, TrainConfig
-from .vae import LatentCodec, PixelCodec, latent_shape, psnr
+from .vae import LatentCodec, PixelCodec, latent_shape, psnr, _check_codec
 
 # %% auto #0
 __all__ = ['generate', 'saved_tensor_bytes', 'step_cost', 'sampling_seconds', 'to_native', 'invert_images']
@@ -100,7 +100,8 @@ def to_native(x: Tensor, # images (B, C, H, W), H and W multiples of `size`
               size: int = 8, # the output size
              ) -> Tensor:
     "Images reduced to `size` x `size` by averaging blocks (e.g. 32x32 digits back to their native 8x8)."
-    if x.ndim != 4 or x.shape[-1] % size or x.shape[-2] % size:
+    check_images(x, 'x'); size = check_int(size, 'size', 1)
+    if x.shape[-1] % size or x.shape[-2] % size or min(x.shape[-2:]) < size:
         raise ValueError(f"x: expected (B, C, H, W) with H and W multiples of {size}, got {tuple(x.shape)}")
     return F.avg_pool2d(x, (x.shape[-2] // size, x.shape[-1] // size)).clamp(-1, 1)
 
@@ -115,6 +116,7 @@ def invert_images(denoiser: Any, # (zt, t, cond) -> pred, trained in the codec's
                   cond: Any = None, # passed to the denoiser
                  ) -> tuple[Tensor, Tensor]:
     "(z_T from deterministic DDIM inversion of the images' latents, the images decoded from sampling z_T back)."
+    check_images(images, 'images', in_range=True); _check_codec(codec)
     dev = next(denoiser.parameters()).device if isinstance(denoiser, nn.Module) else images.device
     z0 = codec.encode(images.to(dev))
     sampler = DDIMSampler(schedule)

@@ -4,8 +4,9 @@
 
 # %% ../nbs/70_vae.ipynb #3b07eacb
 from __future__ import annotations
-import contextlib, io, math
-from collections.abc import Callable, Sequence
+import contextlib, io, json, math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
@@ -14,8 +15,9 @@ from torch.utils.data import Dataset
 from PIL import Image
 from fastcore.basics import patch
 from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from .core import (check_generator, check_images, check_int, check_number, document_params, from_pil,
-                         make_generator, to_pil)
+                         make_generator, to_pil, _brief)
 from .elbo import normal_kl
 from .forward import NoiseSchedule
 from .train import Codec, IdentityCodec, Trainer, TrainConfig, TrainResult, step_seed
@@ -51,6 +53,8 @@ def sample(self: DiagonalGaussian,
     if noise is None:
         noise = torch.randn(self.mean.shape, generator=check_generator(generator), dtype=self.mean.dtype,
                             device=self.mean.device)
+    elif not isinstance(noise, Tensor) or not noise.is_floating_point():
+        raise TypeError(f"noise: expected a float tensor of shape {tuple(self.mean.shape)}, got {_brief(noise)}")
     elif noise.shape != self.mean.shape:
         raise ValueError(f"noise: expected shape {tuple(self.mean.shape)}, got {tuple(noise.shape)}")
     return self.mean + self.std * noise
@@ -95,6 +99,12 @@ def _decoder(out_ch: int, latent_ch: int, widths: list[int], n_blocks: int, grou
     return nn.Sequential(*layers, nn.GroupNorm(groups, w), nn.SiLU(), nn.Conv2d(w, out_ch, 3, padding=1))
 
 # %% ../nbs/70_vae.ipynb #cd8e4871
+def _check_scaling_factor(v: Any, name: str = 'scaling_factor') -> float:
+    "`v` as a positive float; else a TypeError or ValueError naming `name`."
+    v = check_number(v, name)
+    if v <= 0: raise ValueError(f"{name}: expected a positive scaling factor, got {v}")
+    return v
+
 def _check_vae_config(c: dict) -> None:
     "Raise a ValueError naming the first bad argument of `VAE`."
     for k in ('in_channels', 'latent_channels', 'channels', 'n_blocks', 'groups'): check_int(c[k], k, 1)
@@ -104,8 +114,7 @@ def _check_vae_config(c: dict) -> None:
     if any(c['channels'] * m % c['groups'] for m in mults):
         raise ValueError(f"groups: expected a divisor of every width {[c['channels'] * m for m in mults]}, "
                          f"got {c['groups']}")
-    if not check_number(c['scaling_factor'], 'scaling_factor') > 0:
-        raise ValueError(f"scaling_factor: expected a positive number, got {c['scaling_factor']}")
+    _check_scaling_factor(c['scaling_factor'])
 
 # %% ../nbs/70_vae.ipynb #34c65751
 class VAE(nn.Module, PyTorchModelHubMixin):
@@ -134,28 +143,80 @@ def _from_pretrained(cls: VAE, *, strict: bool = True, **kwargs) -> VAE:
     "The mixin's loader, strict by default and without its console message."
     with contextlib.redirect_stdout(io.StringIO()): return super(VAE, cls)._from_pretrained(strict=strict, **kwargs)
 
+# %% ../nbs/70_vae.ipynb #bca1961b
+def _local_folder(path: Any, name: str, subfolder: str | None = None) -> Path | None:
+    "The folder `path` (/ `subfolder`), its config.json checked, or None for a Hub id; errors name the argument `name`."
+    if not isinstance(path, (str, Path)): raise TypeError(f"{name}: expected a folder or a Hub id, got {_brief(path)}")
+    p = Path(path)
+    if not p.is_dir():
+        try: validate_repo_id(str(path))
+        except HFValidationError as e:
+            raise ValueError(f"{name}: {str(path)!r} is neither a folder here nor a Hub id ('user/name')") from e
+        return None
+    if subfolder: p = p / subfolder
+    cfg = p / 'config.json'
+    if not cfg.is_file(): raise ValueError(f"{name}: {p} is missing config.json")
+    try: json.loads(cfg.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{name}: {cfg} is not valid JSON ({e})") from e
+    return p
+
+@contextlib.contextmanager
+def _readable(folder: Path | None, name: str) -> Iterator[None]:
+    "Turn an error while loading from the local `folder` into a ValueError naming the argument `name`."
+    try: yield
+    except Exception as e:
+        if folder is None: raise  # a Hub id: the Hub's own errors
+        raise ValueError(f"{name}: the model in {folder} is unreadable ({type(e).__name__}: {e})") from e
+
+@patch(cls_method=True)
+@document_params
+def from_pretrained(cls: VAE, pretrained_model_name_or_path: str | Path, # a folder `save_pretrained` wrote, or a Hub id
+                    **kwargs, # the mixin's options: revision, cache_dir, force_download, token, ...
+                   ) -> VAE:
+    "Load a saved `VAE` (the mixin's loader); a local folder's config.json and weights are checked."
+    folder = _local_folder(pretrained_model_name_or_path, 'pretrained_model_name_or_path')
+    with _readable(folder, 'pretrained_model_name_or_path'):
+        return super(VAE, cls).from_pretrained(pretrained_model_name_or_path, **kwargs)
+
 # %% ../nbs/70_vae.ipynb #a64bace1
+def _codec_device(codec: Any) -> torch.device:
+    "The device of the codec's weights (the CPU for a codec without any)."
+    p = next(iter(codec.parameters()), None) if isinstance(codec, nn.Module) else None
+    return p.device if p is not None else torch.device('cpu')
+
+def _check_tensor_device(x: Tensor, name: str, device: torch.device | None) -> None:
+    "Raise a ValueError naming `name` if `x` is not on `device` (when given) or holds no data (the 'meta' device)."
+    if x.device.type == 'meta' or (device is not None and x.device != device):
+        raise ValueError(f"{name}: expected a tensor on {device or 'a device with data'}, got one on {x.device}")
+
 def check_codec_images(images: Any, # what was passed as images
                        channels: int, # the codec's image channels
                        factor: int, # its downsampling factor f
+                       device: torch.device | None = None, # the codec's device, if the images must be there
                       ) -> Tensor:
-    "Check a batch of images for a codec: float (B, channels, H, W) with H and W divisible by f."
+    "Check a batch of images for a codec: finite float (B, channels, H, W) in [-1, 1], H and W divisible by f."
     check_images(images, 'images')
+    if images.shape[0] == 0: raise ValueError("images: expected at least one image, got a batch of 0")
     if images.shape[1] != channels:
         raise ValueError(f"images: expected {channels} channels, got {images.shape[1]} (shape {tuple(images.shape)})")
     if images.shape[2] % factor or images.shape[3] % factor:
         raise ValueError(f"images: expected height and width divisible by the factor f = {factor}, "
                          f"got {images.shape[2]}x{images.shape[3]}")
-    return images
+    _check_tensor_device(images, 'images', device)
+    return check_images(images, 'images', in_range=True)
 
 def check_latents(latents: Any, # what was passed as latents
                   channels: int, # the codec's latent channels
+                  device: torch.device | None = None, # the codec's device, if the latents must be there
                  ) -> Tensor:
-    "Check a batch of latents for a codec: float (B, channels, h, w)."
+    "Check a batch of latents for a codec: finite float (B, channels, h, w)."
     if not isinstance(latents, Tensor) or not latents.is_floating_point():
         raise TypeError(f"latents: expected a float tensor, got {getattr(latents, 'dtype', type(latents).__name__)}")
     if latents.ndim != 4 or latents.shape[1] != channels:
         raise ValueError(f"latents: expected shape (B, {channels}, h, w), got {tuple(latents.shape)}")
+    _check_tensor_device(latents, 'latents', device)
+    if not torch.isfinite(latents).all(): raise ValueError("latents: expected finite values, got NaN or inf")
     return latents
 
 # %% ../nbs/70_vae.ipynb #8101d604
@@ -164,7 +225,8 @@ def check_latents(latents: Any, # what was passed as latents
 def posterior(self: VAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1], H and W divisible by `factor`
              ) -> DiagonalGaussian:
     "q(z|x): the encoder's diagonal Gaussian over the unscaled latents (B, latent_channels, H/f, W/f)."
-    mean, logvar = self.encoder(check_codec_images(images, self.in_channels, self.factor)).chunk(2, dim=1)
+    images = check_codec_images(images, self.in_channels, self.factor, _codec_device(self))
+    mean, logvar = self.encoder(images).chunk(2, dim=1)
     return DiagonalGaussian(mean, logvar)
 
 @patch
@@ -181,7 +243,7 @@ def encode(self: VAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1]
 def decode(self: VAE, latents: Tensor, # (B, latent_channels, h, w), scaled as `encode` returns them
           ) -> Tensor:
     "Images (B, in_channels, f h, f w), roughly in [-1, 1] (not clamped)."
-    return self.decoder(check_latents(latents, self.latent_channels) / self.scaling_factor)
+    return self.decoder(check_latents(latents, self.latent_channels, _codec_device(self)) / self.scaling_factor)
 
 # %% ../nbs/70_vae.ipynb #e2f3023a
 @patch
@@ -194,6 +256,23 @@ def forward(self: VAE, images: Tensor, # (B, in_channels, H, W) in [-1, 1]
     q = self.posterior(images)
     return self.decoder(q.sample(generator, noise)), q
 
+def _check_kl_weight(kl_weight: Any) -> float:
+    "`kl_weight` as a float >= 0; else a TypeError or ValueError naming it."
+    kl_weight = check_number(kl_weight, 'kl_weight')
+    if kl_weight < 0: raise ValueError(f"kl_weight: expected a number >= 0, got {kl_weight}")
+    return kl_weight
+
+def _check_elbo_args(images: Any, recon: Any, posterior: Any) -> None:
+    "Raise a TypeError or ValueError naming the first bad argument of `negative_elbo`."
+    for name, v in (('images', images), ('recon', recon)):
+        if not isinstance(v, Tensor): raise TypeError(f"{name}: expected a tensor (B, ...), got {_brief(v)}")
+    if not isinstance(posterior, DiagonalGaussian):
+        raise TypeError(f"posterior: expected a DiagonalGaussian, got {_brief(posterior)}")
+    if images.ndim < 2 or recon.shape != images.shape:
+        raise ValueError(f"recon: expected the shape of images, (B, ...) = {tuple(images.shape)}, "
+                         f"got {tuple(recon.shape)}")
+    if posterior.mean.shape[0] != images.shape[0]:
+        raise ValueError(f"posterior: expected {images.shape[0]} rows, one per image, got {posterior.mean.shape[0]}")
 
 @document_params
 def negative_elbo(images: Tensor, # x, (B, ...)
@@ -202,7 +281,8 @@ def negative_elbo(images: Tensor, # x, (B, ...)
                   kl_weight: float = 1e-5, # beta
                  ) -> Tensor:
     "Per image (B,): ||x - D(z)||^2 summed over pixels + kl_weight * KL(q(z|x) || N(0, I)) (AEVB eq. 3, beta-weighted)."
-    return (recon - images).pow(2).flatten(1).sum(1) + kl_weight * posterior.kl()
+    _check_elbo_args(images, recon, posterior)
+    return (recon - images).pow(2).flatten(1).sum(1) + _check_kl_weight(kl_weight) * posterior.kl()
 
 # %% ../nbs/70_vae.ipynb #0499bb63
 class VAETrainer(Trainer):
@@ -216,8 +296,7 @@ class VAETrainer(Trainer):
                  progress: bool = True, # show a progress bar
                 ):
         if not isinstance(vae, VAE): raise TypeError(f"vae: expected a VAE, got {type(vae).__name__}")
-        self.kl_weight = check_number(kl_weight, 'kl_weight')
-        if self.kl_weight < 0: raise ValueError(f"kl_weight: expected a number >= 0, got {kl_weight}")
+        self.kl_weight = _check_kl_weight(kl_weight)
         super().__init__(vae, data, NoiseSchedule.from_name('linear'), config, callbacks=callbacks, progress=progress)
 
     def draws(self, step: int, z_shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -257,8 +336,10 @@ def psnr(x: Tensor, # images (B, ...)
     if not isinstance(x, Tensor) or not isinstance(y, Tensor) or x.shape != y.shape or x.ndim < 2:
         raise ValueError(f"x, y: expected two tensors (B, ...) of one shape, got {getattr(x, 'shape', x)} and "
                          f"{getattr(y, 'shape', y)}")
+    data_range = check_number(data_range, 'data_range')
+    if data_range <= 0: raise ValueError(f"data_range: expected a positive number (max - min), got {data_range}")
     mse = (x.float() - y.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(check_number(data_range, 'data_range') ** 2 / mse)
+    return 10 * torch.log10(data_range ** 2 / mse)
 
 # %% ../nbs/70_vae.ipynb #eeb1a05b
 @document_params
@@ -288,6 +369,7 @@ def measure_scale(codec: Any, # a `LatentCodec`
                  ) -> float:
     "The scaling factor 1/std of the codec's unscaled latents (posterior means), over all their entries."
     check_int(batch_size, 'batch_size', 1)
+    if len(check_images(images, 'images')) == 0: raise ValueError("images: expected at least one image, got none")
     z = torch.cat([codec.encode(images[i:i + batch_size]).float().cpu() for i in range(0, len(images), batch_size)])
     return float(codec.scaling_factor / z.std())
 
@@ -296,9 +378,9 @@ def set_scaling_factor(vae: VAE, # the VAE
                        value: float, # the new factor, e.g. from `measure_scale`
                       ) -> VAE:
     "Set the VAE's scaling factor, also in the config that `save_pretrained` writes; return the VAE."
-    value = check_number(value, 'value')
-    if value <= 0: raise ValueError(f"value: expected a positive scaling factor, got {value}")
-    vae.scaling_factor = value
+    if not isinstance(vae, nn.Module) or not hasattr(vae, 'scaling_factor'):
+        raise TypeError(f"vae: expected a VAE (a module with a scaling_factor), got {_brief(vae)}")
+    vae.scaling_factor = value = _check_scaling_factor(value, 'value')
     if getattr(vae, '_hub_mixin_config', None) is not None: vae._hub_mixin_config['scaling_factor'] = value
     return vae
 
@@ -313,12 +395,30 @@ class LatentCodec(Codec, Protocol):
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor: ...
     def decode(self, latents: Tensor) -> Tensor: ...
 
+def _check_codec(codec: Any) -> LatentCodec:
+    "`codec` if it is a `LatentCodec`; else a TypeError naming it."
+    if not isinstance(codec, LatentCodec):
+        raise TypeError(f"codec: expected a LatentCodec (encode, decode, latent_channels, factor, scaling_factor), "
+                        f"got {_brief(codec)}")
+    return codec
+
+def _check_shape(shape: Any, name: str, form: str) -> tuple[int, ...]:
+    "`shape` as a tuple of ints >= 1 with as many entries as `form` (e.g. '(C, H, W)'); errors name `name`."
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence):
+        raise TypeError(f"{name}: expected a sequence of ints {form}, got {_brief(shape)}")
+    if len(shape) not in {f.count(',') + 1 for f in form.split(' or ')}:
+        raise ValueError(f"{name}: expected {form}, got {tuple(shape)}")
+    return tuple(check_int(v, f'{name}[{i}]', 1) for i, v in enumerate(shape))
+
 @document_params
 def latent_shape(codec: LatentCodec, # the codec
                  image_shape: Sequence[int], # (C, H, W) or (B, C, H, W)
                 ) -> tuple[int, ...]:
     "The shape of the latents of images of `image_shape`."
-    *b, C, H, W = image_shape
+    _check_codec(codec)
+    *b, C, H, W = _check_shape(image_shape, 'image_shape', '(C, H, W) or (B, C, H, W)')
+    if C != getattr(codec, 'in_channels', C):
+        raise ValueError(f"image_shape: expected {codec.in_channels} channels (the codec's), got {C}")
     if H % codec.factor or W % codec.factor:
         raise ValueError(f"image_shape: expected H and W divisible by the factor f = {codec.factor}, got {H}x{W}")
     return (*b, codec.latent_channels, H // codec.factor, W // codec.factor)
@@ -327,7 +427,8 @@ def latent_shape(codec: LatentCodec, # the codec
 class PixelCodec(IdentityCodec):
     "Pixel space as a `LatentCodec`: the identity, with factor 1 and scaling factor 1."
     def __init__(self, channels: int = 3): # image channels
-        self.latent_channels, self.factor, self.scaling_factor = check_int(channels, 'channels', 1), 1, 1.0
+        self.in_channels = self.latent_channels = check_int(channels, 'channels', 1)
+        self.factor, self.scaling_factor = 1, 1.0
     def encode(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         "The images themselves (checked)."
         check_generator(generator)
@@ -350,8 +451,7 @@ class DiffusersVAE(nn.Module):
         c = vae.config
         self.vae, self.in_channels, self.latent_channels = vae, c.in_channels, c.latent_channels
         self.factor = 2 ** (len(c.block_out_channels) - 1)
-        self.scaling_factor = check_number(c.scaling_factor if scaling_factor is None else scaling_factor,
-                                           'scaling_factor')
+        self.scaling_factor = _check_scaling_factor(c.scaling_factor if scaling_factor is None else scaling_factor)
         self.shift_factor = float(c.shift_factor or 0.0)
     def __repr__(self): return (f"DiffusersVAE(latent_channels={self.latent_channels}, factor={self.factor}, "
                                 f"scaling_factor={self.scaling_factor}, dtype={self.vae.dtype})")
@@ -385,13 +485,18 @@ def from_pretrained(cls: DiffusersVAE, repo_or_folder: str, # a Hub id, e.g. 'st
                    ) -> DiffusersVAE:
     "Load an `AutoencoderKL` and wrap it, in eval mode."
     from diffusers import AutoencoderKL
-    return cls(AutoencoderKL.from_pretrained(repo_or_folder, subfolder=subfolder, **kwargs).eval(), scaling_factor)
+    folder = _local_folder(repo_or_folder, 'repo_or_folder', subfolder)
+    with _readable(folder, 'repo_or_folder'):
+        vae = AutoencoderKL.from_pretrained(repo_or_folder, subfolder=subfolder, **kwargs)
+    return cls(vae.eval(), scaling_factor)
 
 # %% ../nbs/70_vae.ipynb #d453f33f
-def _codec_device(codec: Any) -> torch.device:
-    "The device of the codec's weights (the CPU for a codec without any)."
-    p = next(iter(codec.parameters()), None) if isinstance(codec, nn.Module) else None
-    return p.device if p is not None else torch.device('cpu')
+def _check_pil_images(images: Any) -> None:
+    "Raise a TypeError or ValueError naming `images` unless it is a PIL image or a non-empty list of them."
+    if isinstance(images, Image.Image): return
+    if not isinstance(images, Sequence) or not all(isinstance(im, Image.Image) for im in images):
+        raise TypeError(f"images: expected a PIL image or a list of them, got {_brief(images)}")
+    if len(images) == 0: raise ValueError("images: expected at least one PIL image, got an empty list")
 
 @document_params
 @torch.no_grad()
@@ -401,7 +506,8 @@ def pil_to_latents(codec: LatentCodec, # the codec
                    generator: torch.Generator | None = None, # None: posterior means; a generator: samples
                   ) -> Tensor:
     "Scaled latents (B, c, H/f, W/f) of PIL images, on the codec's device."
-    return codec.encode(from_pil(images, size).to(_codec_device(codec)), generator)
+    _check_pil_images(images)
+    return _check_codec(codec).encode(from_pil(images, size).to(_codec_device(codec)), generator)
 
 @document_params
 @torch.no_grad()
@@ -409,6 +515,7 @@ def latents_to_pil(codec: LatentCodec, # the codec
                    latents: Tensor, # (B, c, h, w), scaled
                   ) -> list[Image.Image]:
     "Decode latents to a list of 8-bit PIL images (values outside [-1, 1] are clamped)."
+    latents = check_latents(latents, _check_codec(codec).latent_channels)
     return to_pil(codec.decode(latents.to(_codec_device(codec))).float().cpu(), clamp=True)
 
 @document_params
@@ -416,4 +523,5 @@ def compression_ratio(image_shape: Sequence[int], # (C, H, W) of an image
                       latent_shape: Sequence[int], # (c, h, w) of its latents
                      ) -> float:
     "How many times fewer numbers the latents hold: C H W / (c h w)."
-    return math.prod(image_shape) / math.prod(latent_shape)
+    image_shape = _check_shape(image_shape, 'image_shape', '(C, H, W)')
+    return math.prod(image_shape) / math.prod(_check_shape(latent_shape, 'latent_shape', '(c, h, w)'))
