@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from fastcore.basics import patch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from .core import make_generator, check_generator, check_images, check_int, check_number, def_device, cache_dir
 from .core import document_params
@@ -29,17 +31,31 @@ __all__ = ['CAPTION_PHRASINGS', 'SPECIAL_TOKENS', 'ZERO_SHOT_CLASSES', 'ZERO_SHO
 
 # %% ../nbs/80_clip.ipynb #86647fb7
 def _check_emb(x: Any, name: str) -> Tensor:
-    "`x` if it is a float tensor (N, E) with N >= 1."
+    "`x` if it is a finite float tensor (N, E) with N >= 1."
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"{name}: expected a float tensor (N, E), got {getattr(x, 'dtype', type(x).__name__)}")
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: expected shape (N, E) with N >= 1, got {tuple(x.shape)}")
+    if not torch.isfinite(x).all(): raise ValueError(f"{name}: expected finite values, got NaN or inf")
     return x
 
-def _check_logit_scale(s: Any, like: Tensor) -> Tensor:
-    "`s` (a number or a one-element tensor) as a scalar tensor in `like`'s dtype and device, keeping its graph."
-    if isinstance(s, Tensor) and s.numel() == 1: return s.reshape(()).to(like)
-    return torch.tensor(check_number(s, 'logit_scale'), dtype=like.dtype, device=like.device)
+def _inv_tau(logit_scale: Any, max_scale: Any, like: Tensor) -> Tensor:
+    "exp(logit_scale) capped at `max_scale`: a scalar tensor in `like`'s dtype and device, keeping the scale's graph."
+    cap = check_number(max_scale, 'max_scale')
+    if cap <= 0: raise ValueError(f"max_scale: expected a cap on 1/tau > 0, got {cap}")
+    if isinstance(logit_scale, Tensor) and logit_scale.numel() == 1:
+        s = logit_scale.reshape(()).to(like)
+        if not torch.isfinite(s): raise ValueError(f"logit_scale: expected a finite number, got {s.item()}")
+    else: s = torch.tensor(check_number(logit_scale, 'logit_scale'), dtype=like.dtype, device=like.device)
+    return s.clamp(max=math.log(cap)).exp()
+
+def _check_logits(logits: Any) -> Tensor:
+    "`logits` if it is a finite float tensor (N, N) with N >= 1."
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != logits.shape[1] or not len(logits):
+        raise ValueError(f"logits: expected a square tensor (N, N) with N >= 1, got {getattr(logits, 'shape', logits)}")
+    if not logits.is_floating_point(): raise TypeError(f"logits: expected a float tensor, got {logits.dtype}")
+    if not torch.isfinite(logits).all(): raise ValueError("logits: expected finite values, got NaN or inf")
+    return logits
 
 # %% ../nbs/80_clip.ipynb #bc8b00e2
 @document_params
@@ -52,16 +68,14 @@ def clip_logits(image_emb: Tensor, # image embeddings (N, E), of any norm
     u, v = _check_emb(image_emb, 'image_emb'), _check_emb(text_emb, 'text_emb')
     if u.shape[1] != v.shape[1]:
         raise ValueError(f"text_emb: expected E = {u.shape[1]} to match image_emb, got shape {tuple(v.shape)}")
-    inv_tau = _check_logit_scale(logit_scale, u).clamp(max=math.log(check_number(max_scale, 'max_scale'))).exp()
-    return inv_tau * F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T
+    return _inv_tau(logit_scale, max_scale, u) * F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T
 
 # %% ../nbs/80_clip.ipynb #c304744c
 @document_params
 def contrastive_loss(logits: Tensor, # (N, N) logits whose diagonal holds the matching pairs, N >= 1
                     ) -> Tensor:
     "The symmetric InfoNCE loss: the mean of the cross-entropies over rows (image to text) and columns (text to image)."
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != logits.shape[1] or not len(logits):
-        raise ValueError(f"logits: expected a square tensor (N, N) with N >= 1, got {getattr(logits, 'shape', logits)}")
+    logits = _check_logits(logits)
     labels = torch.arange(len(logits), device=logits.device)  # pair i sits at (i, i)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
@@ -260,9 +274,9 @@ def device(self: SmallCLIP) -> torch.device: return self.logit_scale.device
 def encode_image(self: SmallCLIP, images: Tensor, # (B, 3, H, W) in [-1, 1]; resized to `image_size` if needed
                 ) -> Tensor:
     "Unit-norm image embeddings (B, E)."
-    x = check_images(images, 'images')
+    x = check_images(images, 'images', in_range=True)
     if x.shape[1] != 3: raise ValueError(f"images: expected 3 channels (RGB), got {x.shape[1]}")
-    if x.shape[0] == 0: raise ValueError("images: expected at least one image, got a batch of 0")
+    if 0 in x.shape: raise ValueError(f"images: expected at least one image, each 1 x 1 or more, got {tuple(x.shape)}")
     x = x.to(self.device, self.logit_scale.dtype)
     if x.shape[-2:] != (self.image_size,) * 2:
         x = F.interpolate(x, size=(self.image_size,) * 2, mode='bilinear', antialias=True, align_corners=False)
@@ -298,6 +312,28 @@ def forward(self: SmallCLIP, images: Tensor, # (B, 3, H, W) in [-1, 1]
     with torch.autocast(u.device.type, enabled=False):  # 1/tau reaches 100: bf16 logits would be off by ~0.5
         return clip_logits(u.float(), v.float(), self.logit_scale)
 
+# %% ../nbs/80_clip.ipynb #a3c51e07
+def _local_folder(path: Any, name: str) -> Path | None:
+    "The folder `path` names; None for a Hub id ('user/name') with no such folder; else an error naming `name`."
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"{name}: expected a folder or a Hub id (str), got {type(path).__name__}")
+    if Path(path).is_dir(): return Path(path)
+    if not Path(path).exists():
+        try: validate_repo_id(str(path)); return None
+        except HFValidationError: pass
+    raise ValueError(f"{name}: {path} is not a folder, nor a Hub id such as 'user/name'")
+
+_FOLDER = 'pretrained_model_name_or_path'  # the argument of `SmallCLIP.from_pretrained`
+
+def _check_clip_folder(folder: Path) -> None:
+    "A ValueError naming the argument unless `folder` holds tokenizer.json and a config.json of valid JSON."
+    for name in ('config.json', 'tokenizer.json'):
+        if not (folder / name).is_file(): raise ValueError(f"{_FOLDER}: {folder} is missing {name}")
+    try: config = json.loads((folder / 'config.json').read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{_FOLDER}: {folder / 'config.json'} is not valid JSON ({e})") from e
+    if not isinstance(config, dict): raise ValueError(f"{_FOLDER}: {folder / 'config.json'} is not a JSON object")
+
 # %% ../nbs/80_clip.ipynb #62c9fd03
 @patch
 def _save_pretrained(self: SmallCLIP, save_directory: Path) -> None:
@@ -316,7 +352,23 @@ def _from_pretrained(cls: SmallCLIP, *, model_id: str, revision: str | None = No
         model = super(SmallCLIP, cls)._from_pretrained(model_id=model_id, strict=strict, **hub, **kwargs)
     path = Path(model_id) / 'tokenizer.json'
     if not Path(model_id).is_dir(): path = hf_hub_download(repo_id=model_id, filename='tokenizer.json', **hub)
-    return model.set_tokenizer(Tokenizer.from_file(str(path))).eval()
+    try: tokenizer = Tokenizer.from_file(str(path))
+    except Exception as e: raise ValueError(f"{_FOLDER}: {path} is not a readable tokenizer ({e})") from e  # any kind
+    return model.set_tokenizer(tokenizer).eval()
+
+# %% ../nbs/80_clip.ipynb #b7e2f4d1
+@patch(cls_method=True)
+@document_params
+def from_pretrained(cls: SmallCLIP, pretrained_model_name_or_path: str | Path, # a `save_pretrained` folder or a Hub id
+                    **kwargs, # Hub options (revision, cache_dir, token, ...) and SmallCLIP arguments to override
+                   ) -> SmallCLIP:
+    "The model with its tokenizer, in eval mode; a missing or corrupt folder raises a ValueError naming it."
+    folder = _local_folder(pretrained_model_name_or_path, _FOLDER)
+    if folder is None: return super(SmallCLIP, cls).from_pretrained(pretrained_model_name_or_path, **kwargs)
+    _check_clip_folder(folder)
+    try: return super(SmallCLIP, cls).from_pretrained(pretrained_model_name_or_path, **kwargs)
+    except (OSError, RuntimeError, SafetensorError) as e:
+        raise ValueError(f"{_FOLDER}: {folder}: its weights are unreadable ({e})") from e
 
 # %% ../nbs/80_clip.ipynb #77a4b5b6
 @document_params
@@ -364,6 +416,12 @@ ZERO_SHOT_TEMPLATES = {
 }  # '{}' is the class name; the index of a class is its index in COLOURS, SHAPES or POSITIONS
 
 # %% ../nbs/80_clip.ipynb #c0d65e0e
+def _check_clip(clip: Any, method: str) -> Any:
+    "`clip` if it has the callable `method`, else a TypeError naming it."
+    if not callable(getattr(clip, method, None)):
+        raise TypeError(f"clip: expected a model with {method}, got {type(clip).__name__}")
+    return clip
+
 @document_params
 def zero_shot_weights(clip: Any, # anything with `encode_text(prompts) -> (B, E)` unit vectors
                       class_names: Sequence[str], # K class names
@@ -373,6 +431,7 @@ def zero_shot_weights(clip: Any, # anything with `encode_text(prompts) -> (B, E)
     names, templates = check_prompts(class_names, 'class_names'), check_prompts(templates, 'templates')
     bad = [t for t in templates if t.count('{}') != 1]
     if bad: raise ValueError(f"templates: expected one '{{}}' in each template, got {bad[0]!r}")
+    _check_clip(clip, 'encode_text')
     with torch.no_grad(): emb = clip.encode_text([t.format(c) for c in names for t in templates])  # (K * T, E)
     return F.normalize(emb.reshape(len(names), len(templates), -1).mean(1), dim=-1)
 
@@ -382,7 +441,10 @@ def zero_shot_predict(clip: Any, # anything with `encode_image(images) -> (B, E)
                       weights: Tensor, # (K, E) class vectors from `zero_shot_weights`
                      ) -> Tensor:
     "The most similar class of each image, (B,) int64."
-    with torch.no_grad(): u = clip.encode_image(images)  # (B, E)
+    weights = _check_emb(weights, 'weights')
+    with torch.no_grad(): u = _check_clip(clip, 'encode_image').encode_image(images)  # (B, E)
+    if weights.shape[1] != u.shape[1]:
+        raise ValueError(f"weights: expected E = {u.shape[1]} columns, as the image embeddings, got {weights.shape[1]}")
     return (u @ weights.to(u).T).argmax(1)
 
 # %% ../nbs/80_clip.ipynb #c27ef0ff
@@ -500,6 +562,17 @@ class HFCLIPText(nn.Module):
         self.max_length = min(tokenizer.model_max_length, text_model.config.max_position_embeddings)  # 77 for CLIP
     def __repr__(self): return f"HFCLIPText(dim={self.dim}, max_length={self.max_length})"
 
+# %% ../nbs/80_clip.ipynb #c6d81a9e
+def _load_part(load: Callable, folder: Path | None, sub: str | None, part: str, needs: tuple) -> Any:
+    "`load()`; from a local folder, a ValueError naming `repo_or_folder` if the files `needs` lists are missing or bad."
+    if folder is None: return load()  # a Hub id: the Hub's own errors
+    where = folder / sub if sub else folder
+    if not any(all((where / n).is_file() for n in names) for names in needs):
+        want = ', or '.join(' and '.join(names) for names in needs)
+        raise ValueError(f"repo_or_folder: {where} holds no {part} (expected {want})")
+    try: return load()
+    except Exception as e: raise ValueError(f"repo_or_folder: the {part} in {where} is unreadable ({e})") from e
+
 # %% ../nbs/80_clip.ipynb #2f81c4b6
 @patch
 @document_params
@@ -525,5 +598,9 @@ def from_pretrained(cls: HFCLIPText, repo_or_folder: str | Path, # a Hub id or a
     hub_keys = ('revision', 'cache_dir', 'local_files_only', 'token', 'force_download')
     hub = {k: v for k, v in kwargs.items() if k in hub_keys}
     sub = lambda s: {} if s is None else {'subfolder': s}
-    tokenizer = CLIPTokenizer.from_pretrained(str(repo_or_folder), **sub(subs[0]), **hub)
-    return cls(tokenizer, CLIPTextModel.from_pretrained(str(repo_or_folder), **sub(subs[1]), **kwargs).eval())
+    folder = _local_folder(repo_or_folder, 'repo_or_folder')  # None: a Hub id
+    tokenizer = _load_part(lambda: CLIPTokenizer.from_pretrained(str(repo_or_folder), **sub(subs[0]), **hub),
+                           folder, subs[0], 'tokenizer', (('vocab.json', 'merges.txt'), ('tokenizer.json',)))
+    text_model = _load_part(lambda: CLIPTextModel.from_pretrained(str(repo_or_folder), **sub(subs[1]), **kwargs),
+                            folder, subs[1], 'text model', (('config.json',),))
+    return cls(tokenizer, text_model.eval())

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from fastcore.basics import patch
-from .core import check_number, check_images, document_params
+from .core import check_int, check_number, check_images, document_params
 from .data import (ShapeAttrs, parse_caption, shape_masks, rescale as rescale_values, COLOUR_RGB, COLOURS,
                          SHAPES, POSITIONS, SIZES)
 from .forward import NoiseSchedule
@@ -28,7 +28,25 @@ def _check_scale(scale: Any) -> float:
     if s < 0: raise ValueError(f"scale: expected a guidance scale >= 0 (0: unconditional, 1: conditional), got {s}")
     return s
 
+def _check_preds(pred_cond: Any, pred_uncond: Any, n_guided: Any) -> int | None:
+    "`n_guided` after the checks: finite predictions of one shape (B, C, ...), and None or 1 <= n_guided <= C."
+    if not isinstance(pred_cond, Tensor) or not isinstance(pred_uncond, Tensor) or pred_cond.shape != pred_uncond.shape:
+        want, got = tuple(getattr(pred_cond, 'shape', ())), getattr(pred_uncond, 'shape', type(pred_uncond).__name__)
+        raise ValueError(f"pred_uncond: expected a tensor shaped like pred_cond {want}, got {got}")
+    for name, pred in (('pred_cond', pred_cond), ('pred_uncond', pred_uncond)):
+        if not torch.isfinite(pred).all(): raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    if n_guided is None: return None
+    n, C = check_int(n_guided, 'n_guided', 1), pred_cond.shape[1] if pred_cond.ndim > 1 else 0
+    if n > C: raise ValueError(f"n_guided: expected at most C = {C}, the channels of pred_cond (dim 1), got {n}")
+    return n
+
 # %% ../nbs/85_guidance.ipynb #7f7f0ad6
+def _combine(pred_cond: Tensor, pred_uncond: Tensor, scale: float, n_guided: int | None) -> Tensor:
+    "The guidance arithmetic on the first `n_guided` channels (None: all), `pred_cond`'s other channels; no checks."
+    if n_guided is None: return pred_uncond + scale * (pred_cond - pred_uncond)
+    c, u = pred_cond[:, :n_guided], pred_uncond[:, :n_guided]
+    return torch.cat([u + scale * (c - u), pred_cond[:, n_guided:]], dim=1)
+
 @document_params
 def cfg_combine(pred_cond: Tensor, # the prediction given the condition, (B, C, ...)
                 pred_uncond: Tensor, # the prediction given the null condition, shaped like `pred_cond`
@@ -37,12 +55,7 @@ def cfg_combine(pred_cond: Tensor, # the prediction given the condition, (B, C, 
                ) -> Tensor:
     "pred_uncond + s (pred_cond - pred_uncond): classifier-free guidance (Ho & Salimans 2022, eq. 6, with s = 1 + w)."
     scale = _check_scale(scale)
-    if not isinstance(pred_cond, Tensor) or not isinstance(pred_uncond, Tensor) or pred_cond.shape != pred_uncond.shape:
-        want, got = tuple(getattr(pred_cond, 'shape', ())), getattr(pred_uncond, 'shape', type(pred_uncond).__name__)
-        raise ValueError(f"pred_uncond: expected a tensor shaped like pred_cond {want}, got {got}")
-    if n_guided is None: return pred_uncond + scale * (pred_cond - pred_uncond)
-    c, u = pred_cond[:, :n_guided], pred_uncond[:, :n_guided]
-    return torch.cat([u + scale * (c - u), pred_cond[:, n_guided:]], dim=1)
+    return _combine(pred_cond, pred_uncond, scale, _check_preds(pred_cond, pred_uncond, n_guided))
 
 # %% ../nbs/85_guidance.ipynb #578d113b
 def _null_rows(ref: Tensor, null: Any, name: str) -> Tensor:
@@ -152,6 +165,12 @@ def _twice(t: Tensor | int, xt: Tensor) -> Tensor:
     t = torch.as_tensor(t, device=xt.device)
     return torch.cat([t.expand(len(xt)) if t.ndim == 0 else t] * 2)
 
+def _check_t(t: Any, n: int) -> None:
+    "A TypeError or ValueError naming `t` unless it is one number, or a real tensor of shape () or (n,)."
+    if not isinstance(t, Tensor): check_number(t, 't'); return
+    if t.dtype == torch.bool or t.is_complex(): raise TypeError(f"t: expected int or float timesteps, got {t.dtype}")
+    if t.shape not in ((), (n,)): raise ValueError(f"t: expected one timestep or {n} to match xt, got {tuple(t.shape)}")
+
 # %% ../nbs/85_guidance.ipynb #4670475f
 @patch
 @document_params
@@ -162,7 +181,7 @@ def __call__(self: CFGDenoiser,
              null_cond: Any = None, # this call's null condition or negative prompt; None: the wrapper's
             ) -> Tensor:
     "The guided prediction, shaped like the wrapped denoiser's."
-    xt = _check_xt(xt)
+    _check_t(t, len(_check_xt(xt)))
     if cond is None: raise ValueError("cond: guidance needs a condition, got None; call the denoiser itself instead")
     if self.scale == 1: return self.denoiser(xt, t, cond)
     B, both = len(xt), double_cond(cond, self.null_cond if null_cond is None else null_cond)
@@ -170,7 +189,7 @@ def __call__(self: CFGDenoiser,
         raise ValueError(f"cond: expected {B} rows to match xt")
     if self.scale == 0 and self.rescale == 0: return self.denoiser(xt, t, _rows(both, B))
     pred, n_guided = self.denoiser(torch.cat([xt, xt]), _twice(t, xt), both), xt.shape[1] if self.learn_sigma else None
-    guided = cfg_combine(pred[:B], pred[B:], self.scale, n_guided)
+    guided = _combine(pred[:B], pred[B:], self.scale, n_guided)
     return rescale_cfg(guided, pred[:B], self.rescale, n_guided) if self.rescale else guided
 
 # %% ../nbs/85_guidance.ipynb #0d9e80fc
@@ -192,33 +211,67 @@ def rescale_cfg(pred_guided: Tensor, # the guided prediction, (B, C, ...)
     out = phi * (g * factor) + (1 - phi) * g
     return out if n_guided is None else torch.cat([out, pred_guided[:, n_guided:]], 1)
 
+# %% ../nbs/85_guidance.ipynb #f1a2c3d4
+def _check_clip(clip: Any, *methods: str) -> Any:
+    "`clip` if it has every callable in `methods`, else a TypeError naming it."
+    if not all(callable(getattr(clip, m, None)) for m in methods):
+        raise TypeError(f"clip: expected a model with {' and '.join(methods)}, got {type(clip).__name__}")
+    return clip
+
+def _check_text_emb(text_emb: Any, name: str) -> Tensor:
+    "`text_emb` if it is a finite float tensor of embeddings, (E,) or (n, E) with n >= 1, else an error naming `name`."
+    if not isinstance(text_emb, Tensor) or not text_emb.is_floating_point():
+        got = getattr(text_emb, 'dtype', type(text_emb).__name__)
+        raise TypeError(f"{name}: expected a float tensor of text embeddings (n, E), got {got}")
+    if text_emb.ndim == 0 or text_emb.numel() == 0:
+        raise ValueError(f"{name}: expected text embeddings (E,) or (n, E) with n >= 1, got {tuple(text_emb.shape)}")
+    if not torch.isfinite(text_emb).all(): raise ValueError(f"{name}: expected finite values, got NaN or inf")
+    return text_emb
+
 # %% ../nbs/85_guidance.ipynb #af8c202c
+def _similarity(clip: Any, images: Tensor, text_emb: Tensor, name: str) -> Tensor:
+    "`clip_similarity` with shape checks only (CLIPGuidance calls it at every step); `name` is text_emb's."
+    check_images(images, 'images')
+    size = getattr(clip, 'image_size', None)
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(images, size=(size, size), mode='bilinear', antialias=True)
+    image_emb = F.normalize(clip.encode_image(images), dim=-1)
+    if text_emb.shape[-1] != image_emb.shape[-1]:
+        raise ValueError(f"{name}: expected embeddings of size E = {image_emb.shape[-1]}, as the images', got"
+                         f" {text_emb.shape[-1]}")
+    text_emb = F.normalize(text_emb.to(image_emb).reshape(-1, image_emb.shape[-1]), dim=-1)
+    if len(text_emb) not in (1, len(image_emb)):
+        raise ValueError(f"{name}: expected 1 or {len(image_emb)} rows to match images, got {len(text_emb)}")
+    return (image_emb * text_emb).sum(-1)
+
 @document_params
 def clip_similarity(clip: Any, # a CLIP model: `encode_image(images) -> (B, E)`, `image_size` optional
                     images: Tensor, # (B, 3, H, W) in [-1, 1]; resized to `clip.image_size` if it differs
                     text_emb: Tensor, # text embeddings, (B, E), or one row (1, E) or (E,) for every image
                    ) -> Tensor:
     "The cosine similarity of each image with its text, (B,), differentiable in `images`."
-    check_images(images, 'images')
-    size = getattr(clip, 'image_size', None)
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        images = F.interpolate(images, size=(size, size), mode='bilinear', antialias=True)
-    image_emb = F.normalize(clip.encode_image(images), dim=-1)
-    text_emb = F.normalize(text_emb.to(image_emb).reshape(-1, image_emb.shape[-1]), dim=-1)
-    if len(text_emb) not in (1, len(image_emb)):
-        raise ValueError(f"text_emb: expected 1 or {len(image_emb)} rows to match images, got {len(text_emb)}")
-    return (image_emb * text_emb).sum(-1)
+    check_images(images, 'images', in_range=True)
+    return _similarity(_check_clip(clip, 'encode_image'), images, _check_text_emb(text_emb, 'text_emb'), 'text_emb')
 
 # %% ../nbs/85_guidance.ipynb #46067030
-def _text_emb(clip: Any, prompts: Any) -> Tensor:
-    "Unit text embeddings (n, E) of a prompt, a list of prompts, or given embeddings."
-    if isinstance(prompts, Tensor): return F.normalize(prompts.detach().float().reshape(-1, prompts.shape[-1]), dim=-1)
+def _prompt_list(prompts: Any) -> list[str]:
+    "A str or a non-empty list of str, as a list; anything else raises a TypeError naming `prompts`."
     prompts = [prompts] if isinstance(prompts, str) else prompts
     if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError(f"prompts: expected a str, a non-empty list of str or a tensor of embeddings, got {prompts!r}")
-    if not callable(getattr(clip, 'encode_text', None)) or not callable(getattr(clip, 'encode_image', None)):
-        raise TypeError(f"clip: expected a model with encode_image and encode_text, got {type(clip).__name__}")
-    with torch.no_grad(): return F.normalize(clip.encode_text(list(prompts)).float(), dim=-1)
+        raise TypeError(f"prompts: expected a str, a non-empty list of str or a tensor of embeddings,"
+                        f" got {prompts!r}")
+    return list(prompts)
+
+def _text_emb(clip: Any, prompts: Any) -> Tensor:
+    "Unit text embeddings (n, E) of a prompt, a list of prompts, or given embeddings (of size `clip.embed_dim` if set)."
+    _check_clip(clip, 'encode_image', 'encode_text')
+    if isinstance(prompts, Tensor): emb = _check_text_emb(prompts, 'prompts').detach().float()
+    else:
+        with torch.no_grad(): emb = clip.encode_text(_prompt_list(prompts)).float()
+    E = getattr(clip, 'embed_dim', None)
+    if isinstance(E, int) and emb.shape[-1] != E:
+        raise ValueError(f"prompts: expected embeddings of size E = {E}, clip's embed_dim, got {emb.shape[-1]}")
+    return F.normalize(emb.reshape(-1, emb.shape[-1]), dim=-1)
 
 # %% ../nbs/85_guidance.ipynb #c0297fef
 @document_params
@@ -257,7 +310,8 @@ def __call__(self: CLIPGuidance,
         out = self.denoiser(x, t, cond)
         eps, x0_hat = eps_x0_from_pred(self.schedule, out[:, :C], x, t, self.pred_type)
         images = x0_hat if self.decode is None else self.decode(x0_hat)
-        grad, = torch.autograd.grad(clip_similarity(self.clip, images, self.text_emb).sum(), x)
+        images = images + (images.clamp(-1, 1) - images).detach()  # CLIP sees [-1, 1]; the gradient passes straight
+        grad, = torch.autograd.grad(_similarity(self.clip, images, self.text_emb, 'prompts').sum(), x)
     eps = eps.detach() - self.scale * self.schedule.gather(self.schedule.sqrt_one_minus_alpha_bar, t, xt) * grad
     pred = convert_pred(self.schedule, eps, xt, t, 'eps', self.pred_type)
     return torch.cat([pred, out[:, C:].detach()], 1) if self.learn_sigma else pred
