@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_pipeline.ipynb #72a499c3
 from __future__ import annotations
-import copy, importlib, inspect, json, math, warnings
+import copy, importlib, inspect, json, math, os, re, warnings
 from dataclasses import dataclass
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,8 +13,8 @@ import torch
 from torch import Tensor
 from PIL import Image
 from fastcore.basics import patch
-from .core import check_int, check_number, check_generator, check_images, document_params, from_pil, to_pil
-from .core import cache_dir, def_device, make_generator, randn_rows
+from .core import check_choice, check_device, check_generators, check_int, check_number, check_images
+from .core import cache_dir, def_device, document_params, from_pil, make_generator, randn_rows, to_pil
 from .data import COLOURS, POSITIONS, SHAPES, SIZES, ShapeAttrs, draw_shapes, make_shapes, random_shape_attrs
 from .forward import NoiseSchedule, make_betas
 from .sampling import Sampler, SolverState, sample
@@ -51,6 +51,7 @@ def encode_prompts(text_encoder: Callable, # list[str] -> (context (B, L, D), ma
                    negative_prompt: str | Sequence[str] | None = None, # one for all, or B; None: the empty prompt
                   ) -> tuple[tuple, tuple]:
     "The conditions `(context, mask)` of the prompts and of their negative prompts, one row per prompt."
+    if not callable(text_encoder): raise TypeError(f"text_encoder: expected a callable, got {_brief(text_encoder)}")
     prompts = as_prompts(prompt)
     negative = as_prompts('' if negative_prompt is None else negative_prompt, 'negative_prompt')
     if len(negative) == 1: negative = negative * len(prompts)
@@ -59,18 +60,31 @@ def encode_prompts(text_encoder: Callable, # list[str] -> (context (B, L, D), ma
     return tuple(text_encoder(prompts)), tuple(text_encoder(negative))
 
 # %% ../nbs/90_pipeline.ipynb #ea68a1e9
+def _check_seed(seed: Any, name: str, n: int = 1) -> int:
+    "`seed` as an int such that the `n` seeds `seed`, ..., `seed + n - 1` all fit a `torch.Generator`."
+    seed = check_int(seed, name, 0)
+    if seed + n - 1 > 2**64 - 1:
+        raise ValueError(f"{name}: expected an int in [0, 2**64 - {n}] (torch.Generator takes seeds below 2**64), "
+                         f"got {seed}")
+    return seed
+
 @document_params
 def make_generators(n: int, # number of images
                     seed: int | Sequence[int] | None = None, # image k gets seed + k, or seeds[k]; None: random
                     device: str | torch.device = 'cpu', # where the generators draw
                    ) -> list[torch.Generator]:
     "One seeded generator per image."
-    n = check_int(n, 'n', 1)
+    n, device = check_int(n, 'n', 1), check_device(device)
     if seed is None: seed = int(torch.randint(0, 2**62, ()).item())
-    seeds = [seed + k for k in range(n)] if isinstance(seed, int) and not isinstance(seed, bool) else seed
-    if not isinstance(seeds, Sequence) or len(seeds) != n:
-        raise ValueError(f"seed: expected an int or {n} ints, got {_brief(seed)}")
-    return [make_generator(check_int(s, f'seed[{k}]', 0), device) for k, s in enumerate(seeds)]
+    is_int = isinstance(seed, int) and not isinstance(seed, bool)
+    seeds = [_check_seed(seed, 'seed', n) + k for k in range(n)] if is_int else seed
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):
+        raise TypeError(f"seed: expected an int or a list of {n} ints, got {_brief(seed)}")
+    if len(seeds) != n: raise ValueError(f"seed: expected an int or {n} ints, got {_brief(seed)}")
+    seeds = [_check_seed(s, f'seed[{k}]') for k, s in enumerate(seeds)]
+    try: return [make_generator(s, device) for s in seeds]
+    except RuntimeError as e: raise ValueError(f"device: expected a device with random generators, such as 'cpu' or "
+                                               f"'cuda', got {str(device)!r}") from e
 
 # %% ../nbs/90_pipeline.ipynb #faf08fa3
 @document_params
@@ -170,13 +184,19 @@ def latent_shape(self: TextToImage,
     return (check_int(n, 'n', 1), self.codec.latent_channels, sizes[0] // f, sizes[1] // f)
 
 # %% ../nbs/90_pipeline.ipynb #9d5bb7c4
+def _init_images(images: Any, name: str = 'init_image') -> Tensor:
+    "`images` as a float batch (B, C, H, W): a tensor checked to be in [-1, 1], or PIL images converted."
+    if not isinstance(images, (Image.Image, list, tuple)): return check_images(images, name, True)
+    try: return from_pil(images)
+    except (TypeError, ValueError) as e: raise type(e)(f"{name}: {str(e).removeprefix('from_pil: ')}") from e
+
 @patch
 def encode_images(self: TextToImage,
                   images: Tensor | Image.Image | Sequence[Image.Image], # (B, C, H, W) in [-1, 1], or PIL images
                   generators: Sequence[torch.Generator], # B generators: image k's latent is sampled with the k-th
                  ) -> Tensor:
     "The scaled latents of `images`, each drawn from the codec's posterior with its own generator."
-    x = from_pil(images) if isinstance(images, (Image.Image, list, tuple)) else check_images(images, 'init_image', True)
+    x = _init_images(images)
     if len(x) == 1 and len(generators) > 1: x = x.expand(len(generators), *x.shape[1:])
     if len(x) != len(generators):
         raise ValueError(f"init_image: expected 1 or {len(generators)} images, one per output image, got {len(x)}")
@@ -184,6 +204,18 @@ def encode_images(self: TextToImage,
     return torch.cat([self.codec.encode(x[k:k + 1], g) for k, g in enumerate(generators)])
 
 # %% ../nbs/90_pipeline.ipynb #76f2e65d
+def _check_init_image(pipe: TextToImage, init_image: Any, shape: tuple) -> Tensor:
+    "`init_image` as 1 or B images with the codec's channels and the call's height and width."
+    x, f, c = _init_images(init_image), pipe.codec.factor, getattr(pipe.codec, 'in_channels', None)
+    if c is not None and x.shape[1] != c:
+        raise ValueError(f"init_image: expected {c} channels (the codec's), got {x.shape[1]}")
+    if x.shape[2:] != (shape[2] * f, shape[3] * f):
+        raise ValueError(f"init_image: expected images of {shape[2] * f} x {shape[3] * f} pixels, the call's height x "
+                         f"width (pass height and width to change them), got {x.shape[2]} x {x.shape[3]}")
+    if len(x) not in (1, shape[0]):
+        raise ValueError(f"init_image: expected 1 or {shape[0]} images, one per output image, got {len(x)}")
+    return x
+
 @patch
 def start(self: TextToImage,
           shape: tuple, # the latents' shape (B, C, h, w)
@@ -194,13 +226,42 @@ def start(self: TextToImage,
          ) -> tuple[Tensor, Sampler, int]:
     "`(z_start, sampler, n_run)`: pure noise and every step, or for img2img the noised input and the last steps."
     n_run, n_skip = img2img_steps(steps, strength)
-    if init_image is None or n_skip == 0:
+    x = None if init_image is None else _check_init_image(self, init_image, shape)
+    if x is None or n_skip == 0:
         return randn_rows(shape, generators, self.device, self.dtype), self.sampler, steps
-    z0 = self.encode_images(init_image, generators)
+    z0 = self.encode_images(x, generators)
     if n_run == 0: return z0, self.sampler, 0
     alpha_bar = _grid_alpha_bar(self.sampler, steps, n_skip)  # the noise level of the first step run
     noise = randn_rows(z0.shape, generators, self.device, self.dtype)
     return alpha_bar ** 0.5 * z0 + (1 - alpha_bar) ** 0.5 * noise, _tail(self.sampler, steps, n_skip), n_run
+
+# %% ../nbs/90_pipeline.ipynb #b7e2d4c1
+def _check_scale(s: Any, name: str) -> float:
+    "A classifier-free guidance scale: a finite number >= 0."
+    s = check_number(s, name)
+    if s < 0: raise ValueError(f"{name}: expected a guidance scale >= 0 (0: unconditional, 1: conditional), got {s}")
+    return s
+
+def _check_run(pipe: TextToImage, steps: Any, progress: Any, callback: Any, scale: Any, rescale: Any) -> tuple:
+    "Check a call's steps, flags and guidance under the caller's names before anything runs: `(s, phi)`."
+    T, phi = pipe.schedule.n_steps, check_number(rescale, 'guidance_rescale')
+    if not 1 <= check_int(steps, 'steps') <= T:
+        raise ValueError(f"steps: expected an int in [1, {T}] (the schedule's length), got {steps}")
+    if not isinstance(progress, bool): raise TypeError(f"progress: expected True or False, got {_brief(progress)}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {_brief(callback)}")
+    if not 0 <= phi <= 1: raise ValueError(f"guidance_rescale: expected a number in [0, 1], got {phi}")
+    return _check_scale(scale, 'guidance_scale'), phi
+
+# %% ../nbs/90_pipeline.ipynb #3e9a7c52
+def _call_generators(pipe: TextToImage, n: int, seed: Any, generator: Any) -> list[torch.Generator]:
+    "The call's generators, one per image: the list `generator`, or else made from `seed`."
+    if generator is None: return make_generators(n, seed, pipe.device)
+    if seed is not None: raise ValueError("seed, generator: expected one of them, got both (seed=None with generator)")
+    if not isinstance(generator, (list, tuple)):
+        raise TypeError(f"generator: expected a list of {n} torch.Generator, one per image (make_generators(n, seed) "
+                        f"makes them), got {_brief(generator)}")
+    return check_generators(list(generator), n, 'generator')
 
 # %% ../nbs/90_pipeline.ipynb #8816fac0
 @patch
@@ -225,15 +286,14 @@ def __call__(self: TextToImage,
             ) -> list[Image.Image] | Tensor:
     "Generate images for `prompt`: N = B * num_images of them, image k reproducible alone from its seed."
     prompts = [p for p in as_prompts(prompt) for _ in range(check_int(num_images, 'num_images', 1))]
-    if output not in ('pil', 'tensor', 'latent'):
-        raise ValueError(f"output: expected 'pil', 'tensor' or 'latent', got {output!r}")
+    output = check_choice(output, 'output', ('pil', 'tensor', 'latent'))
+    guidance = _check_run(self, steps, progress, callback, guidance_scale, guidance_rescale)
     negative = negative_prompt if negative_prompt is None or isinstance(negative_prompt, str) else \
         [p for p in as_prompts(negative_prompt, 'negative_prompt') for _ in range(num_images)]
-    gens = list(generator) if generator is not None else make_generators(len(prompts), seed, self.device)
+    gens = _call_generators(self, len(prompts), seed, generator)
     shape = self.latent_shape(len(prompts), height, width)
     z, sampler, n_run = self.start(shape, steps, gens, init_image, strength)
-    if n_run: z = self.denoise(z, prompts, negative, (guidance_scale, guidance_rescale), sampler, n_run, gens,
-                               callback, progress)
+    if n_run: z = self.denoise(z, prompts, negative, guidance, sampler, n_run, gens, callback, progress)
     return self.finish(z, output)
 
 # %% ../nbs/90_pipeline.ipynb #3861ed79
@@ -280,7 +340,36 @@ def _diffnb_class(module: str, name: str, what: str) -> type:
     "A class of diffnb (or diffusers / transformers) named in a saved pipeline; nothing else is imported."
     if not isinstance(module, str) or module.split('.')[0] not in ('diffnb', 'diffusers', 'transformers'):
         raise ValueError(f"{what}: expected a class from diffnb, diffusers or transformers, got {module!r}")
-    return getattr(importlib.import_module(module), name)
+    try: return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, TypeError) as e:
+        raise ValueError(f"{what}: no class {name!r} in {module}") from e
+
+# %% ../nbs/90_pipeline.ipynb #c4f9a2b8
+def _folder(folder: Any, name: str) -> Path:
+    "`folder` as a Path; anything but a str or a path raises TypeError naming the argument `name`."
+    if not isinstance(folder, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a folder (a str or Path), got {_brief(folder)}")
+    return Path(folder)
+
+def _read_json(path: Path, name: str) -> dict:
+    "The JSON object in the file `path`; a missing or unreadable file raises ValueError naming the argument `name`."
+    if not path.is_file():
+        why = f"has no {path.name}" if path.parent.is_dir() else 'does not exist'
+        raise ValueError(f"{name}: expected a folder with {path.name}, but {str(path.parent)!r} {why}")
+    try: c = json.loads(path.read_text())
+    except (OSError, ValueError) as e: raise ValueError(f"{name}: {str(path)!r} is not valid JSON ({e})") from e
+    if not isinstance(c, dict): raise ValueError(f"{name}: {str(path)!r} holds a {type(c).__name__}, not a JSON object")
+    return c
+
+# %% ../nbs/90_pipeline.ipynb #4b1d8e67
+def _load_checked(load: Callable, folder: Path, subfolders: Sequence[str], name: str) -> Any:
+    "`load()` of the part in `subfolders` of `folder`; a missing or unreadable part raises ValueError naming `name`."
+    missing = [s + '/' for s in subfolders if not (folder / s).is_dir()]
+    if missing: raise ValueError(f"{name}: {str(folder)!r} has no {' or '.join(missing)} subfolder")
+    try: return load()
+    except Exception as e:
+        raise ValueError(f"{name}: the part in {', '.join(s + '/' for s in subfolders)} of {str(folder)!r} is missing "
+                         f"files or unreadable ({type(e).__name__}: {str(e)[:300]})") from e
 
 # %% ../nbs/90_pipeline.ipynb #606e2cae
 @patch
@@ -306,6 +395,7 @@ def scheduler_from_config(c: dict, # a scheduler config: ours, or any diffusers 
                           sampler: Sampler | str | None = None, # overrides the saved sampler
                          ) -> tuple[NoiseSchedule, Sampler]:
     "The schedule and sampler a scheduler config describes; a plain diffusers config gives DDIM with its settings."
+    if not isinstance(c, dict): raise TypeError(f"c: expected a scheduler config (a dict), got {_brief(c)}")
     T, betas, name = c.get('num_train_timesteps', 1000), c.get('trained_betas'), c.get('beta_schedule', 'linear')
     ends = {k: c[k] for k in ('beta_start', 'beta_end') if k in c} if name in ('linear', 'scaled_linear') else {}
     zero_snr = c.get('rescale_betas_zero_snr', False)
@@ -323,7 +413,7 @@ def load_scheduler(folder: str | Path, # a folder with scheduler_config.json
                    sampler: Sampler | str | None = None, # overrides the saved sampler
                   ) -> tuple[NoiseSchedule, Sampler]:
     "`scheduler_from_config` of the scheduler_config.json in `folder`."
-    return scheduler_from_config(json.loads((Path(folder) / 'scheduler_config.json').read_text()), sampler)
+    return scheduler_from_config(_read_json(_folder(folder, 'folder') / 'scheduler_config.json', 'folder'), sampler)
 
 # %% ../nbs/90_pipeline.ipynb #33db27f0
 PIPELINE_PARTS = ('text_encoder', 'unet', 'vae')  # the subfolders of the parts, as diffusers names them
@@ -375,13 +465,14 @@ def from_pretrained(cls: TextToImage,
                     sampler: Sampler | str | None = None, # overrides the saved sampler
                    ) -> TextToImage:
     "Load a pipeline saved by `save_pretrained`; only diffnb, diffusers and transformers classes are imported."
-    folder = Path(folder)
-    if not (folder / 'model_index.json').is_file():
-        raise ValueError(f"folder: expected a pipeline folder with model_index.json, got {str(folder)!r}")
-    index, parts = json.loads((folder / 'model_index.json').read_text()), {}
+    folder = _folder(folder, 'folder')
+    index, parts = _read_json(folder / 'model_index.json', 'folder'), {}
     for name in PIPELINE_PARTS:
-        module, cls_name, kwargs = index[name]
-        parts[name] = _load_part(_diffnb_class(module, cls_name, name), folder, name, kwargs)
+        entry = index.get(name)
+        if not (isinstance(entry, list) and len(entry) == 3):
+            raise ValueError(f"folder: model_index.json has no [module, class, options] for {name!r}, got {entry!r}")
+        load = lambda: _load_part(_diffnb_class(entry[0], entry[1], name), folder, name, entry[2])
+        parts[name] = _load_checked(load, folder, [name], 'folder')
     schedule, sampler = load_scheduler(folder / 'scheduler', sampler)
     return cls(parts['text_encoder'], parts['unet'], parts['vae'], schedule, sampler)
 
@@ -392,11 +483,28 @@ def to(self: TextToImage,
        dtype: torch.dtype | None = None, # e.g. torch.float16 on a GPU
       ) -> TextToImage:
     "Move every part that has weights (in place) and return the pipeline."
+    device = None if device is None else check_device(device)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating-point torch.dtype such as torch.float16, got {_brief(dtype)}")
     for part in (self.text_encoder, self.unet, self.codec):
         if hasattr(part, 'to'): part.to(device=device, dtype=dtype)
     return self
 
 # %% ../nbs/90_pipeline.ipynb #e87b7235
+_HUB_ID = re.compile(r'(\w[\w.-]*/)?[\w.-]*\w')  # 'user/name' (or a bare 'name'): a Hugging Face Hub repository
+
+def _repo_loader(model_id: Any, name: str) -> Callable:
+    "`load(fn, *subfolders)`: `fn()`; for a folder, after a check of the subfolders, and with errors naming `name`."
+    if not isinstance(model_id, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected a Hub id or a folder, got {_brief(model_id)}")
+    folder = Path(model_id)
+    if folder.is_dir(): return lambda fn, *subfolders: _load_checked(fn, folder, subfolders, name)
+    if folder.exists() or not _HUB_ID.fullmatch(str(model_id)):
+        raise ValueError(f"{name}: expected a folder or a Hub id such as 'user/name', got {str(model_id)!r}, which "
+                         "is no folder here")
+    return lambda fn, *subfolders: fn()
+
+# %% ../nbs/90_pipeline.ipynb #5c2e0f18
 @patch(cls_method=True)
 def from_stable_diffusion(cls: TextToImage,
                           model_id: str, # a Hub id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5', or a folder
@@ -409,11 +517,13 @@ def from_stable_diffusion(cls: TextToImage,
     from diffnb.clip import HFCLIPText
     from diffnb.vae import DiffusersVAE
     kw = {**kwargs, 'torch_dtype': torch_dtype} if torch_dtype is not None else kwargs
-    unet = DiffusersDenoiser.from_pretrained(model_id, subfolder='unet', x0_range=None, **kw)
-    codec = DiffusersVAE.from_pretrained(model_id, subfolder='vae', **kw)
-    text_encoder = HFCLIPText.from_pretrained(model_id, subfolder=('tokenizer', 'text_encoder'), **kw)
     hub = {k: v for k, v in kwargs.items() if k in ('revision', 'cache_dir', 'local_files_only', 'token')}
-    config = DDIMScheduler.load_config(model_id, subfolder='scheduler', **hub)
+    load = _repo_loader(model_id, 'model_id')
+    unet = load(lambda: DiffusersDenoiser.from_pretrained(model_id, subfolder='unet', x0_range=None, **kw), 'unet')
+    codec = load(lambda: DiffusersVAE.from_pretrained(model_id, subfolder='vae', **kw), 'vae')
+    text_encoder = load(lambda: HFCLIPText.from_pretrained(model_id, subfolder=('tokenizer', 'text_encoder'), **kw),
+                        'tokenizer', 'text_encoder')
+    config = load(lambda: DDIMScheduler.load_config(model_id, subfolder='scheduler', **hub), 'scheduler')
     schedule, sampler = scheduler_from_config(config, sampler)
     return cls(text_encoder, unet, codec, schedule, sampler)
 
@@ -424,6 +534,8 @@ def tiny_stable_diffusion(folder: str | Path, # where to write the repository
                           prediction_type: str = 'epsilon', # the scheduler's: 'epsilon' or 'v_prediction'
                          ) -> Path:
     "Write a Stable Diffusion repository with tiny random components, for tests without the Hub."
+    prediction_type = check_choice(prediction_type, 'prediction_type', ('epsilon', 'v_prediction'))
+    folder, seed = _folder(folder, 'folder'), _check_seed(seed, 'seed')
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(seed)
@@ -466,6 +578,7 @@ def explore_view(pipe: TextToImage, # the pipeline
                  display_size: int = 192, # the shown image's width and height in pixels
                 ) -> Image.Image:
     "The image for these settings, enlarged with nearest-neighbour for the screen."
+    display_size = check_int(display_size, 'display_size', 1)
     image = pipe(prompt, negative_prompt or None, guidance_scale, steps, seed, progress=False)[0]
     return image.resize((display_size, display_size), Image.NEAREST)
 
@@ -484,14 +597,24 @@ def pipeline_explorer(pipe: TextToImage, # the pipeline
 # %% ../nbs/90_pipeline.ipynb #ba32dfc8
 HELD_OUT_PAIRS = (('red', 'triangle'), ('green', 'square'), ('blue', 'circle'))  # (colour, shape), never trained on
 
+def _pair_codes(pairs: Any) -> set[tuple[int, int]]:
+    "The (colour index, shape index) of each (colour, shape) pair in `pairs`, checked against COLOURS and SHAPES."
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence):
+        raise TypeError(f"pairs: expected a list of (colour, shape) pairs, got {_brief(pairs)}")
+    for p in pairs:
+        if not (isinstance(p, (tuple, list)) and len(p) == 2 and p[0] in COLOURS and p[1] in SHAPES):
+            raise ValueError(f"pairs: expected (colour, shape) pairs of {COLOURS} and {SHAPES}, got {p!r}")
+    return {(COLOURS.index(c), SHAPES.index(s)) for c, s in pairs}
+
 @document_params
 def is_held_out(attrs: ShapeAttrs, # shapes
                 pairs: Sequence[tuple[str, str]] = HELD_OUT_PAIRS, # (colour, shape) pairs
                ) -> Tensor:
     "(n,) bool: which shapes have one of the colour-shape `pairs`."
-    wanted = {(COLOURS.index(c), SHAPES.index(s)) for c, s in pairs}
+    wanted = _pair_codes(pairs)
     return torch.tensor([p in wanted for p in zip(attrs.colour.tolist(), attrs.shape.tolist())], dtype=torch.bool)
 
+# %% ../nbs/90_pipeline.ipynb #d81c6e3a
 @document_params
 def shapes_split(n: int, # how many shapes to return
                  held_out: bool, # True: only the held-out pairs; False: none of them
@@ -499,6 +622,11 @@ def shapes_split(n: int, # how many shapes to return
                  pairs: Sequence[tuple[str, str]] = HELD_OUT_PAIRS, # the held-out (colour, shape) pairs
                 ) -> ShapeAttrs:
     "`n` random shapes, all of them from the held-out pairs or none of them."
+    n, codes = check_int(n, 'n', 1), _pair_codes(pairs)
+    if not isinstance(held_out, bool): raise TypeError(f"held_out: expected True or False, got {_brief(held_out)}")
+    if len(codes) == (0 if held_out else len(COLOURS) * len(SHAPES)):
+        raise ValueError(f"pairs: {'no' if held_out else 'every'} (colour, shape) pair is held out, so no shape can "
+                         f"be drawn with held_out={held_out}")
     out, have = [], 0
     while have < n:
         a = random_shape_attrs(4 * n, generator)
@@ -507,6 +635,18 @@ def shapes_split(n: int, # how many shapes to return
     return ShapeAttrs(*(torch.cat([getattr(a, f) for a in out])[:n] for f in ShapeAttrs.__dataclass_fields__))
 
 # %% ../nbs/90_pipeline.ipynb #1b8c79f6
+def _check_t2i_config(c: T2IConfig) -> None:
+    "Check each field of the recipe under its own name."
+    for k in ('n_images', 'image_size', 'vae_steps', 'clip_steps', 'channels', 'steps', 'batch_size', 'sampler_steps'):
+        check_int(getattr(c, k), k, 1)
+    if c.image_size % 8: raise ValueError(f"image_size: expected a multiple of 8 (the VAE's f = 4 times the UNet's 2 "
+                                          f"levels), got {c.image_size}")
+    if not check_number(c.lr, 'lr') > 0: raise ValueError(f"lr: expected a positive number, got {c.lr}")
+    for k in ('p_uncond', 'p_partial'):
+        if not 0 <= check_number(getattr(c, k), k) <= 1:
+            raise ValueError(f"{k}: expected a probability in [0, 1], got {getattr(c, k)}")
+    _check_scale(c.guidance, 'guidance'); _check_seed(c.seed, 'seed')
+
 @document_params
 @dataclass
 class T2IConfig:
@@ -524,6 +664,7 @@ class T2IConfig:
     guidance: float = 4.0 # the default guidance scale of the saved pipeline's `generate`
     sampler_steps: int = 25 # DDIM steps for sampling
     seed: int = 0 # seeds the data, the weights and the training noise
+    def __post_init__(self): _check_t2i_config(self)
 
 T2I_TEST = T2IConfig(n_images=256, vae_steps=4, clip_steps=4, channels=16, steps=4, batch_size=16, sampler_steps=3)
 
@@ -598,6 +739,14 @@ def train_t2i(config: T2IConfig | None = None, # the recipe; default `T2IConfig(
     return TextToImage(text_encoder, result.ema_model.eval(), codec, schedule, sampler), result
 
 # %% ../nbs/90_pipeline.ipynb #838e49e2
+def _check_eval(pipe: Any, attrs: Any, scales: Any) -> None:
+    "Check `evaluate_t2i`'s pipeline, shapes and guidance scales under their names."
+    if not isinstance(pipe, TextToImage): raise TypeError(f"pipe: expected a TextToImage, got {_brief(pipe)}")
+    if not isinstance(attrs, ShapeAttrs): raise TypeError(f"attrs: expected ShapeAttrs, got {_brief(attrs)}")
+    if isinstance(scales, str) or not isinstance(scales, Sequence) or not scales:
+        raise TypeError(f"scales: expected a non-empty list of guidance scales, got {_brief(scales)}")
+    for k, s in enumerate(scales): _check_scale(s, f'scales[{k}]')
+
 @document_params
 def evaluate_t2i(pipe: TextToImage, # the pipeline
                  attrs: ShapeAttrs, # what to ask for: one prompt per shape, from `ShapeAttrs.captions`
@@ -607,6 +756,7 @@ def evaluate_t2i(pipe: TextToImage, # the pipeline
                  negative_prompt: str | None = None, # one negative prompt for all
                 ) -> dict[float, dict[str, float]]:
     "Per guidance scale, the share of images right on each attribute, on all four ('all'), and their mean ('mean')."
+    _check_eval(pipe, attrs, scales)
     prompts, out = attrs.captions(), {}
     for s in scales:
         images = pipe(prompts, negative_prompt, s, steps, seed, output='tensor', progress=False)
