@@ -148,7 +148,7 @@ def main():
     ap.add_argument('--quick', action='store_true', help='a smoke run: small batches, few rounds')
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    settings = [('digits', 128, 15), ('book32', 32, 3)] if not args.quick else [('digits', 16, 2), ('book32', 2, 1)]
+    settings = [('digits', 128, 15), ('book32', 32, 5)] if not args.quick else [('digits', 16, 2), ('book32', 2, 1)]
     load0 = os.getloadavg()
     print(f"torch {torch.__version__}, diffusers {diffusers.__version__}, Python {platform.python_version()}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, threads={torch.get_num_threads()}, "
