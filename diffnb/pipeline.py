@@ -263,6 +263,15 @@ def _call_generators(pipe: TextToImage, n: int, seed: Any, generator: Any) -> li
                         f"makes them), got {_brief(generator)}")
     return check_generators(list(generator), n, 'generator')
 
+def _negatives(negative_prompt: Any, n_prompts: int, num_images: int) -> str | list[str] | None:
+    "The negative prompts: None, one for every image, or one per prompt repeated for its `num_images` images."
+    if negative_prompt is None or isinstance(negative_prompt, str): return negative_prompt
+    negative = as_prompts(negative_prompt, 'negative_prompt')
+    if len(negative) == 1: return negative[0]
+    if len(negative) != n_prompts:
+        raise ValueError(f"negative_prompt: expected one, or one per prompt ({n_prompts}), got {len(negative)}")
+    return [p for p in negative for _ in range(num_images)]
+
 # %% ../nbs/90_pipeline.ipynb #8816fac0
 @patch
 @document_params
@@ -288,8 +297,7 @@ def __call__(self: TextToImage,
     prompts = [p for p in as_prompts(prompt) for _ in range(check_int(num_images, 'num_images', 1))]
     output = check_choice(output, 'output', ('pil', 'tensor', 'latent'))
     guidance = _check_run(self, steps, progress, callback, guidance_scale, guidance_rescale)
-    negative = negative_prompt if negative_prompt is None or isinstance(negative_prompt, str) else \
-        [p for p in as_prompts(negative_prompt, 'negative_prompt') for _ in range(num_images)]
+    negative = _negatives(negative_prompt, len(prompts) // num_images, num_images)
     gens = _call_generators(self, len(prompts), seed, generator)
     shape = self.latent_shape(len(prompts), height, width)
     z, sampler, n_run = self.start(shape, steps, gens, init_image, strength)
