@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, DataLoader
 from fastcore.basics import patch
 from PIL import Image
+from filelock import FileLock
 from .core import (make_generator, from_pil, check_int, check_number, check_choice, check_generator, cache_dir,
                          document_params)
 
@@ -384,7 +385,11 @@ def load_torchvision(name: str, # 'mnist', 'fashion_mnist' or 'cifar10'
     cls_name = TORCHVISION_SETS[check_choice(name, 'name', tuple(TORCHVISION_SETS))]
     from torchvision import datasets  # imported here: only this function needs it
     cls, root = getattr(datasets, cls_name), Path(cache_dir('data') if root is None else root)
-    try: return cls(root=str(root), train=train, download=download, transform=ToSigned(size))
+    build = lambda: cls(root=str(root), train=train, download=download, transform=ToSigned(size))
+    try:
+        if not download: return build()
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / f'.{name}.lock')): return build()  # one process downloads; the others wait for it
     except (RuntimeError, OSError) as e:
         if not download: raise FileNotFoundError(f"load_torchvision: {name} not found in {root};"
                                                  " pass download=True to fetch it") from e
