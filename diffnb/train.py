@@ -595,7 +595,7 @@ def micro_loss(self: Trainer,
                step: int, # 0-indexed, for error messages
               ) -> tuple[Tensor, Tensor]:
     "(the loss to backpropagate, the mean loss of all processes); stops all processes if any loss is not finite."
-    losses, err = self._row_losses(z, cond, t, eps)
+    losses, err = self.row_losses(z, cond, t, eps)
     loss = (losses * w).mean()
     seen = self.accelerator.gather(loss.detach()[None])  # (P,): every process's loss
     if not torch.isfinite(seen).all():
@@ -606,8 +606,14 @@ def micro_loss(self: Trainer,
 
 # %% ../nbs/50_train.ipynb #27cc3fe0
 @patch
-def _row_losses(self: Trainer, z: Tensor, cond: Any, t: Tensor, eps: Tensor) -> tuple[Tensor, str | None]:
-    "`diffusion_loss` per row; NaNs and the reason instead when the batch or the model's output is not finite."
+@document_params
+def row_losses(self: Trainer,
+               z: Tensor, # this process's encoded rows, (b, ...)
+               cond: Any, # their cond, after dropout
+               t: Tensor, # their timesteps, (b,)
+               eps: Tensor, # their noise from `draws` (a subclass may draw other noise there)
+              ) -> tuple[Tensor, str | None]:
+    "(loss per row (b,), None): `diffusion_loss`; NaNs and the reason if not finite. Subclasses override it."
     nan, cfg = z.new_full((len(z),), math.nan, dtype=torch.float32), self.config
     if not torch.isfinite(z).all(): return nan, 'NaN or inf in the encoded batch'
     try: return diffusion_loss(self.denoiser, z, self.schedule, cfg.objective, cfg.weighting, cond=cond, t=t, eps=eps,

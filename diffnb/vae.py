@@ -307,7 +307,7 @@ class VAETrainer(Trainer):
         noise = torch.randn((self.config.batch_size, self.plain.latent_channels, H // f, W // f), generator=g)
         return t, w, noise.to(t.device), drop
 
-    def _row_losses(self, z: Tensor, cond: Any, t: Tensor, eps: Tensor) -> tuple[Tensor, str | None]:
+    def row_losses(self, z: Tensor, cond: Any, t: Tensor, eps: Tensor) -> tuple[Tensor, str | None]:
         "The negative ELBO of each image (`eps` is the reparameterisation noise)."
         return negative_elbo(z, *self.denoiser(z, eps), kl_weight=self.kl_weight), None
 
